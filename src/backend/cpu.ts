@@ -57,10 +57,25 @@ function keyToFloat(key: number): number {
   return new Float32Array(b.buffer)[0];
 }
 
+/** Scratch space for {@link radixKth}: a 2048-bin histogram and a growable candidate buffer. */
+class SelectScratch {
+  hist = new Uint32Array(2048);
+  cand = new Uint32Array(1024);
+  grow(n: number): Uint32Array {
+    if (this.cand.length < n) this.cand = new Uint32Array(Math.max(n, this.cand.length * 2));
+    return this.cand;
+  }
+}
+
+/** Digit layout of the 32-bit key: 11 + 11 + 10 bits, most significant first. */
+const DIGITS: readonly [shift: number, bits: number][] = [[21, 11], [10, 11], [0, 10]];
+
 /**
- * k-th largest (1-based) of `vals[off + i*stride]` for eligible i < n, by 4 passes of 8-bit
- * histograms over the order-preserving key of the float bits. Returns −Infinity when fewer than
- * k elements are eligible.
+ * k-th largest (1-based) of `vals[off + i]` for eligible i < n (eligible[i] != 0, or all when
+ * null), by radix select over the order-preserving key of the float bits: one histogram pass
+ * over all elements on the top 11 bits, then the keys of the chosen bucket are compacted and the
+ * remaining 21 bits are resolved on those candidates only. Returns −Infinity when fewer than k
+ * elements are eligible.
  */
 function radixKth(
   bits: Uint32Array,
@@ -68,39 +83,57 @@ function radixKth(
   n: number,
   k: number,
   eligible: Uint32Array | null,
-  hist: Uint32Array,
+  sc: SelectScratch,
 ): number {
+  const hist = sc.hist;
+  const [s0, w0] = DIGITS[0];
+  hist.fill(0, 0, 1 << w0);
   let count = 0;
-  if (eligible) {
-    for (let i = 0; i < n; i++) if (eligible[i]) count++;
-  } else count = n;
+  for (let i = 0; i < n; i++) {
+    if (eligible && !eligible[i]) continue;
+    hist[orderedKey(bits[off + i]) >>> s0]++;
+    count++;
+  }
   if (k < 1 || k > count) return -Infinity;
-  let prefix = 0; // key bits fixed so far
   let remaining = k;
-  for (let pass = 0; pass < 4; pass++) {
-    const shift = 24 - 8 * pass;
-    const highMask = pass === 0 ? 0 : (0xffffffff << (32 - 8 * pass)) >>> 0;
-    hist.fill(0);
-    for (let i = 0; i < n; i++) {
-      if (eligible && !eligible[i]) continue;
-      const key = orderedKey(bits[off + i]);
-      if (((key & highMask) >>> 0) !== prefix) continue;
-      hist[(key >>> shift) & 0xff]++;
+  let b = (1 << w0) - 1;
+  for (; b > 0; b--) {
+    if (hist[b] >= remaining) break;
+    remaining -= hist[b];
+  }
+  let prefix = (b << s0) >>> 0;
+  // Compact the keys of bucket b.
+  const cand = sc.grow(hist[b]);
+  let m = 0;
+  for (let i = 0; i < n; i++) {
+    if (eligible && !eligible[i]) continue;
+    const key = orderedKey(bits[off + i]);
+    if ((key >>> s0) === b) cand[m++] = key;
+  }
+  for (let p = 1; p < DIGITS.length; p++) {
+    const [shift, width] = DIGITS[p];
+    const mask = (1 << width) - 1;
+    hist.fill(0, 0, 1 << width);
+    for (let i = 0; i < m; i++) hist[(cand[i] >>> shift) & mask]++;
+    let c = mask;
+    for (; c > 0; c--) {
+      if (hist[c] >= remaining) break;
+      remaining -= hist[c];
     }
-    let b = 255;
-    for (; b > 0; b--) {
-      if (hist[b] >= remaining) break;
-      remaining -= hist[b];
+    prefix = (prefix | (c << shift)) >>> 0;
+    if (p + 1 < DIGITS.length) {
+      let w = 0;
+      for (let i = 0; i < m; i++) if (((cand[i] >>> shift) & mask) === c) cand[w++] = cand[i];
+      m = w;
     }
-    prefix = (prefix | (b << shift)) >>> 0;
   }
   return keyToFloat(prefix);
 }
 
 export class CpuBackend implements Backend {
-  readonly name = "cpu";
-  readonly description = "CPU (TypeScript reference backend)";
-  private hist = new Uint32Array(256);
+  readonly name: string = "cpu";
+  readonly description: string = "CPU (TypeScript reference backend)";
+  private scratch = new SelectScratch();
 
   // ---- memory ---------------------------------------------------------------------------------
   tensor(data: Float32Array | Uint32Array, shape: number[]): Tensor {
@@ -201,7 +234,7 @@ export class CpuBackend implements Backend {
   kthLargest(values: Tensor, k: number, out: Tensor, slot: number): void {
     const v = f32(values);
     const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
-    f32(out)[slot] = radixKth(bits, 0, v.length, k, null, this.hist);
+    f32(out)[slot] = radixKth(bits, 0, v.length, k, null, this.scratch);
   }
 
   kthLargestRows(values: Tensor, k: number, mask: Tensor | null, out: Tensor): void {
@@ -209,7 +242,7 @@ export class CpuBackend implements Backend {
     const B = o.length, w = v.length / B;
     const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
     const m = mask ? u32(mask) : null;
-    for (let b = 0; b < B; b++) o[b] = radixKth(bits, b * w, w, k, m, this.hist);
+    for (let b = 0; b < B; b++) o[b] = radixKth(bits, b * w, w, k, m, this.scratch);
   }
 
   gather(values: Tensor, thr: Threshold, mask: Tensor | null, strict: boolean, out: Codes): void {
@@ -223,15 +256,19 @@ export class CpuBackend implements Backend {
     for (let b = 0; b < B; b++) {
       const tb = thr.kind === "scalar" ? t[thr.slot] : t[b];
       const off = b * w;
-      for (let j = 0; j < w; j++) {
-        const a = v[off + j];
-        if (!(a > 0)) continue;
-        if (m && !m[j]) continue;
-        if (strict ? !(a > tb) : !(a >= tb)) continue;
-        if (e < out.cap) {
-          idx[e] = j;
-          val[e] = a;
-          e++;
+      // Kept iff a > 0 and a ≥ tb (a > tb when strict): one comparison against the effective bound.
+      // A NaN threshold keeps nothing, as every comparison with it is false.
+      if (tb === tb) {
+        const lo = tb > 0 ? tb : 0, strictLo = strict || !(tb > 0);
+        for (let j = 0; j < w; j++) {
+          const a = v[off + j];
+          if (strictLo ? !(a > lo) : !(a >= lo)) continue;
+          if (m && !m[j]) continue;
+          if (e < out.cap) {
+            idx[e] = j;
+            val[e] = a;
+            e++;
+          }
         }
       }
       rp[b + 1] = e;

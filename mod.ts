@@ -1,0 +1,58 @@
+/**
+ * monobench public API.
+ *
+ * ```ts
+ * import { getPreset, prepareEmbedded, runPipeline, selectBackend } from "./mod.ts";
+ * ```
+ *
+ * - Backends: {@link selectBackend}, the {@link Backend} contract, the CPU oracle and the
+ *   OpenBLAS-accelerated CPU backend.
+ * - SAEs: the variant registry ({@link registerSae} to add your own), {@link trainSae},
+ *   checkpoints ({@link saveSae}/{@link loadSae}, SAELens-compatible), {@link encodeDataset}.
+ * - Metrics: {@link msScores} (exact, O(N·D·ω)), {@link msBrute}, {@link reconMetrics}.
+ * - Data: activation stores, the embedded default, ONNX extraction, image loading.
+ * - Grid and report: presets, grid filters, paper fixtures, diff, claims, writers, baseline.
+ */
+
+// Shared types and errors
+export type { ActMatrix, CaseResult, LayerResult, MsSummary, PaperLayer } from "./src/types.ts";
+export { PAPER_LAYERS } from "./src/types.ts";
+export { check, checkFinite, MonobenchError } from "./src/util/errors.ts";
+export { Rng } from "./src/util/rng.ts";
+
+// Backends
+export type { AdamParams, Backend, ClipParams, Codes, CodesT, DType, Tensor, Threshold } from "./src/backend/types.ts";
+export { CpuBackend } from "./src/backend/cpu.ts";
+export { BlasBackend, openBlas } from "./src/backend/blas.ts";
+export { BACKEND_NAMES, selectBackend } from "./src/backend/select.ts";
+export type { BackendName } from "./src/backend/select.ts";
+
+// SAE variants and training
+export * from "./src/sae/mod.ts";
+export * from "./src/train/mod.ts";
+
+// Metrics
+export { fracAbove, msBrute, msScores, oneHotEmbeddings, summarizeMs } from "./src/metrics/ms.ts";
+export { ReconAccumulator, reconMetrics } from "./src/metrics/recon.ts";
+export type { ReconMetrics } from "./src/metrics/recon.ts";
+
+// Data
+export { ActivationStore, cachedStore, writeStore } from "./src/data/store.ts";
+export { EMBEDDED_DEFAULTS, EMBEDDED_LAYERS, prepareEmbedded } from "./src/data/embedded.ts";
+export type { EmbeddedData, EmbeddedOptions } from "./src/data/embedded.ts";
+export { clipPreprocess, loadImageFolder } from "./src/data/images.ts";
+export { nsfwjsOnnx, OnnxRunner } from "./src/data/onnx.ts";
+
+// Grid, pipeline and report
+export * from "./src/grid/cases.ts";
+export { embeddedData, manifestData } from "./src/run/data.ts";
+export type { RunData, RunLayer } from "./src/run/data.ts";
+export { measureLayer, runCase, runPipeline } from "./src/run/pipeline.ts";
+export type { PipelineOptions } from "./src/run/pipeline.ts";
+export { loadFixtures } from "./src/report/fixtures.ts";
+export { diffAgainstPaper } from "./src/report/diff.ts";
+export { checkClaims } from "./src/report/claims.ts";
+export { writeReport } from "./src/report/writers.ts";
+export { compareWithBaseline, formatBaselineSummary, loadBaseline } from "./src/report/baseline.ts";
+export { Progress } from "./src/report/progress.ts";
+export type { Claim, DiffResult, DiffRow, Report, RunInfo, Tolerances } from "./src/report/types.ts";

@@ -1,0 +1,487 @@
+/**
+ * The paper's experiment grids as benchmark cases, the size presets and the `--grid` filter.
+ *
+ * - Main grid (paper §4.1, `scripts/monosemanticity_score.sh`): layers 11/17/22/23/last ×
+ *   ε ∈ {1, 2, 4, 8, 16, 64} × SAE ∈ {batchtopk, matryoshka}, K = 20 → 60 cases.
+ * - K ablation (Table A11, Fig. 5b): Matryoshka, last layer, K ∈ {1, 10, 20, 50}. The caption
+ *   says ε = 16, but every number of its K = 20 row equals Matryoshka-last ×1 (R² 66.8, L0 20.0,
+ *   best MS .82, mean .16±.17; ×16 would be 77.6 / 20.2 / .91 / .19), so the ablation is taken
+ *   at **ε = 1** (see paper.md §3). Its K = 20 case is therefore the main-grid case
+ *   `matryoshka-last-x1-k20`; cases are deduplicated by id and carry both groups.
+ *
+ * The grid does not import the SAE registry: user SAE types are added by name and validated
+ * against a list of known names passed in by the caller (e.g. `listSaes()`).
+ */
+import { MonobenchError } from "../util/errors.ts";
+import { PAPER_LAYERS, type PaperLayer } from "../types.ts";
+
+export type CaseGroup = "main" | "k-ablation";
+
+/** One benchmark case = one SAE to train and measure. */
+export interface BenchCase {
+  /** Stable id, `${sae}-${layer}-x${expansion}-k${k}`, e.g. "matryoshka-last-x4-k20". */
+  id: string;
+  layer: PaperLayer;
+  sae: string;
+  /** Expansion factor ε (SAE width ω = ε·d). */
+  expansion: number;
+  /** K of the (batch-)top-K activation. */
+  k: number;
+  /** The paper grids this case belongs to. */
+  groups: CaseGroup[];
+}
+
+/** Learning-rate rule: "code" = 2e-4/√(ω/2¹⁴) (what the public scripts run), "paper" = 16/(125√ω) (§4.1, 5× larger). */
+export type LrRule = "code" | "paper";
+
+/** Training hyperparameters carried by a preset (the trainer maps them onto its own options). */
+export interface TrainHyper {
+  steps: number;
+  batchSize: number;
+  /** Linear lr warmup length (then constant). */
+  warmupSteps: number;
+  /** The inference-threshold EMA starts updating after this step. */
+  thresholdStartStep: number;
+  /** A latent is dead (AuxK) after this many training samples without firing. */
+  deadAfterTokens: number;
+  lrRule: LrRule;
+  auxkAlpha: number;
+  /** Save a resumable checkpoint every this many steps. */
+  checkpointEvery: number;
+}
+
+export type PresetName = "smoke" | "default" | "paper";
+export const PRESET_NAMES: readonly PresetName[] = ["smoke", "default", "paper"];
+
+export interface Preset {
+  name: PresetName;
+  description: string;
+  cases: BenchCase[];
+  hyper: TrainHyper;
+  /**
+   * Suggested data sizes for the embedded default (`prepareEmbedded({nTrain, nEval})`);
+   * undefined = use everything available.
+   */
+  data: { nTrain?: number; nEval?: number };
+}
+
+export const PAPER_EXPANSIONS: readonly number[] = [1, 2, 4, 8, 16, 64];
+export const PAPER_SAES: readonly string[] = ["batchtopk", "matryoshka"];
+export const PAPER_K = 20;
+export const K_ABLATION_KS: readonly number[] = [1, 10, 20, 50];
+/** ε of the K ablation (the caption's 16 contradicts its own K = 20 row; see the module doc). */
+export const K_ABLATION_EXPANSION = 1;
+export const K_ABLATION_LAYER: PaperLayer = "last";
+export const K_ABLATION_SAE = "matryoshka";
+
+/** The paper's training setup (scripts/monosemanticity_score.sh, trainer defaults). */
+export const PAPER_HYPER: Readonly<TrainHyper> = Object.freeze({
+  steps: 100_000,
+  batchSize: 4096,
+  warmupSteps: 1000,
+  thresholdStartStep: 1000,
+  deadAfterTokens: 10_000_000,
+  lrRule: "code",
+  auxkAlpha: 0.03,
+  checkpointEvery: 20_000,
+});
+
+/** Stable case id. */
+export function caseId(sae: string, layer: PaperLayer, expansion: number, k: number): string {
+  return `${sae}-${layer}-x${expansion}-k${k}`;
+}
+
+/**
+ * Build cases from a cross product, merged into `into` by id (groups are unioned). Order of
+ * first appearance is kept.
+ */
+function addCases(
+  into: Map<string, BenchCase>,
+  layers: readonly PaperLayer[],
+  expansions: readonly number[],
+  saes: readonly string[],
+  ks: readonly number[],
+  group: CaseGroup,
+): void {
+  for (const layer of layers) {
+    for (const sae of saes) {
+      for (const expansion of expansions) {
+        for (const k of ks) {
+          const id = caseId(sae, layer, expansion, k);
+          const prev = into.get(id);
+          if (prev) {
+            if (!prev.groups.includes(group)) prev.groups.push(group);
+          } else {
+            into.set(id, { id, layer, sae, expansion, k, groups: [group] });
+          }
+        }
+      }
+    }
+  }
+}
+
+/** The full published grid: 60 main cases + the K ablation (3 extra cases; K = 20 is shared) = 63. */
+export function paperCases(): BenchCase[] {
+  const m = new Map<string, BenchCase>();
+  addCases(m, PAPER_LAYERS, PAPER_EXPANSIONS, PAPER_SAES, [PAPER_K], "main");
+  addKAblation(m);
+  return [...m.values()];
+}
+
+function addKAblation(m: Map<string, BenchCase>): void {
+  addCases(m, [K_ABLATION_LAYER], [K_ABLATION_EXPANSION], [K_ABLATION_SAE], K_ABLATION_KS, "k-ablation");
+}
+
+/**
+ * Hyperparameters for a small run, scaled from the paper's by the fraction of training:
+ * - warmupSteps = thresholdStartStep = 1 % of steps (paper 1000 / 100 000), at least 1;
+ * - deadAfterTokens = 2.44 % of all training samples (paper 10⁷ / (10⁵ · 4096)), but at least
+ *   4 batches, so that a latent is not declared dead on a single unlucky batch;
+ * - checkpointEvery = 20 % of steps (paper 20 000 / 100 000), at least 1;
+ * - lr rule "code" and auxkAlpha 0.03 as the paper's scripts.
+ */
+export function scaledHyper(steps: number, batchSize: number): TrainHyper {
+  if (!Number.isInteger(steps) || steps < 1) {
+    throw new MonobenchError(`steps must be a positive integer, got ${steps}`);
+  }
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new MonobenchError(`batchSize must be a positive integer, got ${batchSize}`);
+  }
+  const frac = steps / PAPER_HYPER.steps;
+  const tokenFrac = PAPER_HYPER.deadAfterTokens / (PAPER_HYPER.steps * PAPER_HYPER.batchSize);
+  return {
+    steps,
+    batchSize,
+    warmupSteps: Math.max(1, Math.round(PAPER_HYPER.warmupSteps * frac)),
+    thresholdStartStep: Math.max(1, Math.round(PAPER_HYPER.thresholdStartStep * frac)),
+    deadAfterTokens: Math.max(4 * batchSize, Math.round(steps * batchSize * tokenFrac)),
+    lrRule: PAPER_HYPER.lrRule,
+    auxkAlpha: PAPER_HYPER.auxkAlpha,
+    checkpointEvery: Math.max(1, Math.round(PAPER_HYPER.checkpointEvery * frac)),
+  };
+}
+
+/** Learning rate of an SAE of width ω under a rule (code: 0.0256/√ω; paper: 0.128/√ω). */
+export function learningRate(rule: LrRule, width: number): number {
+  if (!(width > 0)) throw new MonobenchError(`SAE width must be positive, got ${width}`);
+  return rule === "code" ? 2e-4 / Math.sqrt(width / 2 ** 14) : 16 / (125 * Math.sqrt(width));
+}
+
+/**
+ * Preset case lists (cost estimates from {@link estimatePresetSeconds} with d = 1280 on every
+ * layer, a conservative bound for the embedded default):
+ * - smoke: last layer, ε ∈ {1, 2}, both SAEs, K = 20 (4 cases), 30 steps × 64: ≈ 8 s at 10 GFLOP/s
+ *   (WebGPU on llvmpipe), ≈ 26 s at 3 GFLOP/s (plain-TS CPU). ε = 2 rather than 4 keeps it ~3×
+ *   cheaper while still giving an ε trend.
+ * - default: layers 11/17/22/23 at ε ∈ {1, 4}, the last layer at ε ∈ {1, 2, 4, 8}, both SAEs,
+ *   plus the K ablation (K ∈ {1, 10, 50} extra) — 27 cases, 100 steps × 256: ≈ 12 min at
+ *   10 GFLOP/s (≈ 7 min if the inner layers are ~320–960 wide), ≈ 40 min at 3 GFLOP/s. The last
+ *   layer gets ε ∈ {1, 2, 4, 8} (the ε = 2 and 8 pairs cost 20 ε-units; one ε = 16 pair would cost
+ *   32) so that the rise-then-fall of MS around ε = 4 (claim c) is observable.
+ * - paper: the full grid (63 cases) with the paper's setup: ≈ 1.3e18 flop, years at 10 GFLOP/s,
+ *   roughly a day on one A100-class GPU.
+ */
+function presetCaseList(name: PresetName): BenchCase[] {
+  if (name === "paper") return paperCases();
+  const m = new Map<string, BenchCase>();
+  if (name === "smoke") {
+    addCases(m, ["last"], [1, 2], PAPER_SAES, [PAPER_K], "main");
+    return [...m.values()];
+  }
+  addCases(m, ["11", "17", "22", "23"], [1, 4], PAPER_SAES, [PAPER_K], "main");
+  addCases(m, ["last"], [1, 2, 4, 8], PAPER_SAES, [PAPER_K], "main");
+  addKAblation(m);
+  return [...m.values()];
+}
+
+const PRESET_INFO: Record<
+  PresetName,
+  { description: string; hyper: () => TrainHyper; data: Preset["data"] }
+> = {
+  smoke: {
+    description: "last layer, ε 1/2, both SAEs, K=20; 30 steps × 64 (well under a minute on 2 CPU cores)",
+    hyper: () => scaledHyper(30, 64),
+    data: { nTrain: 2048, nEval: 1000 },
+  },
+  default: {
+    description: "layers 11/17/22/23 at ε 1/4, last layer at ε 1/2/4/8, both SAEs, plus the K ablation " +
+      "(K 1/10/20/50); 100 steps × 256 (~10–15 min on this 2-core machine)",
+    hyper: () => scaledHyper(100, 256),
+    data: { nTrain: 10_000, nEval: 2000 },
+  },
+  paper: {
+    description:
+      "the full published grid (60 + 3 cases) with the paper's training setup (hours to days off a GPU)",
+    hyper: () => ({ ...PAPER_HYPER }),
+    data: {},
+  },
+};
+
+export interface PresetOptions {
+  /** User SAE types to add to the preset's main grid (same layers/ε as the built-in SAEs, K = 20). */
+  extraSaes?: readonly string[];
+  /** Names accepted in `extraSaes` (e.g. the SAE registry's `listSaes()`); required with `extraSaes`. */
+  knownSaes?: readonly string[];
+}
+
+/** A preset by name, optionally with user SAE types added to its main grid. */
+export function getPreset(name: string, opts: PresetOptions = {}): Preset {
+  if (!(PRESET_NAMES as readonly string[]).includes(name)) {
+    throw new MonobenchError(`unknown preset "${name}"; valid presets: ${PRESET_NAMES.join(", ")}`);
+  }
+  const pn = name as PresetName;
+  const info = PRESET_INFO[pn];
+  const cases = addSaes(presetCaseList(pn), opts.extraSaes ?? [], opts.knownSaes);
+  return { name: pn, description: info.description, cases, hyper: info.hyper(), data: { ...info.data } };
+}
+
+/**
+ * Add user SAE types to a case list: every distinct (layer, ε) of the list's main-grid cases
+ * gets a K = 20 case for each new SAE. Names are validated against `knownSaes`.
+ */
+export function addSaes(
+  cases: BenchCase[],
+  saes: readonly string[],
+  knownSaes?: readonly string[],
+): BenchCase[] {
+  if (saes.length === 0) return cases.map((c) => ({ ...c, groups: [...c.groups] }));
+  if (!knownSaes) {
+    throw new MonobenchError("addSaes: the list of known SAE names is required to add SAE types");
+  }
+  for (const s of saes) {
+    if (!knownSaes.includes(s)) {
+      throw new MonobenchError(`unknown SAE type "${s}"; known SAE types: ${knownSaes.join(", ")}`);
+    }
+  }
+  const m = new Map<string, BenchCase>();
+  for (const c of cases) m.set(c.id, { ...c, groups: [...c.groups] });
+  const pairs: [PaperLayer, number][] = [];
+  const seen = new Set<string>();
+  for (const c of cases) {
+    if (!c.groups.includes("main")) continue;
+    const key = `${c.layer}|${c.expansion}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      pairs.push([c.layer, c.expansion]);
+    }
+  }
+  for (const sae of saes) {
+    for (const [layer, eps] of pairs) addCases(m, [layer], [eps], [sae], [PAPER_K], "main");
+  }
+  return [...m.values()];
+}
+
+// ---- cost model ---------------------------------------------------------------------------------
+
+export interface CostAssumptions {
+  /** Input dimension per paper layer (default: 1280 everywhere, a conservative bound for the embedded default). */
+  dims?: Partial<Record<PaperLayer, number>>;
+  /** Effective throughput in GFLOP/s (default 10: register-blocked WGSL kernels on llvmpipe reach 15–30). */
+  gflops?: number;
+  /** Evaluation samples (encode + MS), default the preset's nEval or 2000. */
+  nEval?: number;
+}
+
+/**
+ * Rough floating-point cost of training + evaluating a case. Per step the trainer runs a dense
+ * encode (2·B·d·ω flop) and O(ω·d) dense work independent of B (Adam on W_enc and W_dec,
+ * decoder-gradient projection, renormalisation: ~60 flop per weight); everything else is sparse
+ * (O(B·K·d)). Evaluation encodes nEval samples once (2·n·d·ω).
+ */
+export function estimateCaseFlops(c: BenchCase, d: number, hyper: TrainHyper, nEval: number): number {
+  const w = c.expansion * d;
+  const train = hyper.steps * w * d * (2 * hyper.batchSize + 60);
+  const sparse = hyper.steps * hyper.batchSize * c.k * d * 8;
+  return train + sparse + 2 * nEval * d * w;
+}
+
+/** Estimated seconds for a preset's cases under the cost model ({@link estimateCaseFlops}). */
+export function estimatePresetSeconds(p: Preset, a: CostAssumptions = {}): number {
+  const gflops = a.gflops ?? 10;
+  const nEval = a.nEval ?? p.data.nEval ?? 2000;
+  let flops = 0;
+  for (const c of p.cases) flops += estimateCaseFlops(c, a.dims?.[c.layer] ?? 1280, p.hyper, nEval);
+  return flops / (gflops * 1e9);
+}
+
+// ---- grid filter ----------------------------------------------------------------------------------
+
+/** A parsed `--grid` expression; an undefined field means "any". */
+export interface GridFilter {
+  layers?: PaperLayer[];
+  expansions?: number[];
+  saes?: string[];
+  ks?: number[];
+  groups?: CaseGroup[];
+  /** Take cases from this preset's list instead of the run's preset (hyperparameters unchanged). */
+  from?: PresetName;
+}
+
+const KEY_ALIASES: Record<string, keyof GridFilter> = {
+  layers: "layers",
+  layer: "layers",
+  eps: "expansions",
+  ep: "expansions",
+  epsilon: "expansions",
+  expansion: "expansions",
+  expansions: "expansions",
+  x: "expansions",
+  sae: "saes",
+  saes: "saes",
+  k: "ks",
+  ks: "ks",
+  group: "groups",
+  groups: "groups",
+  from: "from",
+};
+const CANONICAL_KEYS =
+  "layers (layer), eps (ep, epsilon, expansion, x), sae (saes), k (ks), group (groups), from";
+
+/**
+ * Parse a grid filter expression: space-separated `key=v1,v2` terms, e.g.
+ * `"layers=last,22 eps=1,4 sae=matryoshka k=20"`. Keys may be singular or plural; `all` (alone
+ * or as a value) means no restriction. Values are validated against `universe` (the cases the
+ * filter will be applied to; default: the paper grid) and `from=` against the preset names.
+ */
+export function parseGridFilter(expr: string, universe: readonly BenchCase[] = paperCases()): GridFilter {
+  const f: GridFilter = {};
+  const text = expr.trim();
+  if (text === "" || text.toLowerCase() === "all") return f;
+  const seenKeys = new Set<string>();
+  for (const term of text.split(/\s+/)) {
+    const eq = term.indexOf("=");
+    if (eq <= 0) {
+      throw new MonobenchError(
+        `grid filter: expected key=value, got "${term}"`,
+        `example: --grid "layers=last,22 eps=1,4 sae=matryoshka k=20"; keys: ${CANONICAL_KEYS}`,
+      );
+    }
+    const rawKey = term.slice(0, eq).toLowerCase();
+    const key = KEY_ALIASES[rawKey];
+    if (!key) throw new MonobenchError(`grid filter: unknown key "${rawKey}"; valid keys: ${CANONICAL_KEYS}`);
+    if (seenKeys.has(key)) throw new MonobenchError(`grid filter: key "${rawKey}" given twice`);
+    seenKeys.add(key);
+    const values = term.slice(eq + 1).split(",").map((v) => v.trim()).filter((v) => v !== "");
+    if (values.length === 0) throw new MonobenchError(`grid filter: no values for "${rawKey}"`);
+    if (key === "from") {
+      if (values.length !== 1 || !(PRESET_NAMES as readonly string[]).includes(values[0])) {
+        throw new MonobenchError(
+          `grid filter: from=${values.join(",")}: valid values: ${PRESET_NAMES.join(", ")}`,
+        );
+      }
+      f.from = values[0] as PresetName;
+      continue;
+    }
+    if (values.some((v) => v.toLowerCase() === "all")) continue;
+    switch (key) {
+      case "layers": {
+        const valid = uniq(universe.map((c) => c.layer));
+        f.layers = values.map((v) => pick(v, valid, rawKey) as PaperLayer);
+        break;
+      }
+      case "expansions": {
+        const valid = uniq(universe.map((c) => c.expansion)).sort((a, b) => a - b);
+        f.expansions = values.map((v) => pickNum(v.replace(/^x/i, ""), valid, rawKey));
+        break;
+      }
+      case "saes": {
+        const valid = uniq(universe.map((c) => c.sae));
+        f.saes = values.map((v) => pick(v.toLowerCase(), valid, rawKey));
+        break;
+      }
+      case "ks": {
+        const valid = uniq(universe.map((c) => c.k)).sort((a, b) => a - b);
+        f.ks = values.map((v) => pickNum(v, valid, rawKey));
+        break;
+      }
+      case "groups": {
+        const valid = uniq(universe.flatMap((c) => c.groups));
+        f.groups = values.map((v) => pick(v.toLowerCase(), valid, rawKey) as CaseGroup);
+        break;
+      }
+    }
+  }
+  return f;
+}
+
+function uniq<T>(a: T[]): T[] {
+  return [...new Set(a)];
+}
+
+function pick(v: string, valid: string[], key: string): string {
+  if (!valid.includes(v)) {
+    throw new MonobenchError(
+      `grid filter: unknown ${key} value "${v}"; valid values: ${valid.join(", ")}, all`,
+    );
+  }
+  return v;
+}
+
+function pickNum(v: string, valid: number[], key: string): number {
+  const n = Number(v);
+  if (v === "" || !Number.isFinite(n) || !valid.includes(n)) {
+    throw new MonobenchError(
+      `grid filter: unknown ${key} value "${v}"; valid values: ${valid.join(", ")}, all`,
+    );
+  }
+  return n;
+}
+
+/** Keep the cases matching every restriction of `f`; an empty result is a MonobenchError. */
+export function applyGridFilter(cases: readonly BenchCase[], f: GridFilter, what = "the grid"): BenchCase[] {
+  const out = cases.filter((c) =>
+    (!f.layers || f.layers.includes(c.layer)) &&
+    (!f.expansions || f.expansions.includes(c.expansion)) &&
+    (!f.saes || f.saes.includes(c.sae)) &&
+    (!f.ks || f.ks.includes(c.k)) &&
+    (!f.groups || f.groups.some((g) => c.groups.includes(g)))
+  );
+  if (out.length === 0) {
+    const d = describeCases(cases);
+    throw new MonobenchError(
+      `grid filter selects no case of ${what} (${cases.length} cases: ${d})`,
+      'use --grid "from=paper ..." to pick cases outside the preset, or --preset paper',
+    );
+  }
+  return out.map((c) => ({ ...c, groups: [...c.groups] }));
+}
+
+/** Short description of a case list: its layers, ε, SAEs and K values. */
+export function describeCases(cases: readonly BenchCase[]): string {
+  const l = uniq(cases.map((c) => c.layer));
+  const e = uniq(cases.map((c) => c.expansion)).sort((a, b) => a - b);
+  const s = uniq(cases.map((c) => c.sae));
+  const k = uniq(cases.map((c) => c.k)).sort((a, b) => a - b);
+  return `layers ${l.join(",")}; eps ${e.join(",")}; sae ${s.join(",")}; k ${k.join(",")}`;
+}
+
+export interface SelectOptions extends PresetOptions {
+  /** Grid filter expression (`--grid`), default: everything in the preset. */
+  grid?: string;
+}
+
+/**
+ * The cases of a run: the preset's list (or the `from=` preset's), user SAE types added,
+ * filtered by the `--grid` expression; together with the preset's hyperparameters.
+ */
+export function selectCases(
+  presetName: string,
+  opts: SelectOptions = {},
+): { preset: Preset; cases: BenchCase[] } {
+  const preset = getPreset(presetName, opts);
+  const expr = opts.grid ?? "";
+  // `from=` must be known before values can be validated against the right universe.
+  const fromMatch = /(?:^|\s)from=(\S*)/i.exec(expr);
+  let base = preset.cases;
+  let what = `preset "${preset.name}"`;
+  if (fromMatch) {
+    const from = fromMatch[1];
+    if (!(PRESET_NAMES as readonly string[]).includes(from)) {
+      throw new MonobenchError(`grid filter: from=${from}: valid values: ${PRESET_NAMES.join(", ")}`);
+    }
+    base = getPreset(from, opts).cases;
+    what = `preset "${from}"`;
+  }
+  const f = parseGridFilter(expr, base);
+  return { preset, cases: applyGridFilter(base, f, what) };
+}

@@ -1,0 +1,194 @@
+/**
+ * `deno task measure`: measure an existing SAE checkpoint (a monobench one, or a SAELens
+ * jumprelu / topk / standard SAE) on your activations: MS per similarity source, R² / FVE,
+ * L0, dead latents, and the raw-neuron MS of the same layer.
+ * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
+ */
+import { parseArgs } from "node:util";
+import { dirname } from "node:path";
+import { BACKEND_NAMES, type BackendName, selectBackend } from "../src/backend/select.ts";
+import { type Matrix, openMatrix } from "../src/io/import.ts";
+import { formatMeasure, loadSaeForMeasure, measureSae, reportJson, scoresCsv } from "../src/io/measure.ts";
+import { atomicWrite } from "../src/report/atomic.ts";
+import { manifestData } from "../src/run/data.ts";
+import "../src/sae/mod.ts";
+import { check, MonobenchError } from "../src/util/errors.ts";
+
+export const HELP = `monobench measure — MS, R², L0 and dead latents of an existing SAE checkpoint
+
+Usage:
+  deno task measure --sae DIR --data MANIFEST.json [--layer L] [options]
+  deno task measure --sae DIR --acts STORE --similarity NAME=STORE... [options]
+
+The SAE
+  --sae DIR           checkpoint directory: cfg.json + sae_weights.safetensors, from monobench
+                      (results/<run>/cases/<id>/sae) or SAELens (architecture jumprelu with one
+                      shared threshold, topk, standard; normalize_activations "none")
+Data (evaluation split; the same images, in the same order, in every file)
+  --data FILE         a data manifest (see deno task import --manifest); uses the eval split of
+  --layer L           layer L (11, 17, 22, 23, last; optional when the manifest has one layer)
+                      and every similarity source of the manifest
+  --acts STORE        activations [N, d]: an activation store directory, or a .npy / .csv file
+  --similarity S      NAME=STORE: embeddings [N, D] of the same images from a similarity encoder
+                      (store, .npy or .csv; repeatable). Without any, MS is skipped.
+Options
+  --backend NAME      ${BACKEND_NAMES.join(" | ")} (default: auto)
+  --no-threshold      use the training activation (batch top-K) instead of the thresholded
+                      encode (monobench BatchTopK / Matryoshka checkpoints)
+  --recon-batch N     rows per batch of the batch-mean FVE (the paper's R²; default 4096)
+  --out FILE.json     write the full results as JSON
+  --scores FILE.csv   per-latent MS: latent,fires,<source>... (NaN for dead / constant latents)
+  -h, --help          this help
+
+Example
+  deno task measure --sae results/default-x/cases/last-matryoshka-x4-k20/sae \\
+      --data data/clip.json --layer last --out measure.json --scores scores.csv
+`;
+
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+const defaultIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
+
+/** Run the CLI (throws MonobenchError on bad input). */
+export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        sae: { type: "string" },
+        data: { type: "string" },
+        layer: { type: "string" },
+        acts: { type: "string" },
+        similarity: { type: "string", multiple: true, default: [] },
+        backend: { type: "string", default: "auto" },
+        "no-threshold": { type: "boolean", default: false },
+        "recon-batch": { type: "string" },
+        out: { type: "string" },
+        scores: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    throw new MonobenchError((e as Error).message, "see deno task measure --help");
+  }
+  const v = parsed.values;
+  if (v.help) {
+    io.out(HELP);
+    return 0;
+  }
+  check(v.sae !== undefined, "--sae DIR is required", "see deno task measure --help");
+  check(
+    (BACKEND_NAMES as readonly string[]).includes(v.backend!),
+    `unknown backend "${v.backend}"`,
+    `valid: ${BACKEND_NAMES.join(", ")}`,
+  );
+  check(
+    (v.data === undefined) !== (v.acts === undefined),
+    "give either --data MANIFEST [--layer L] or --acts STORE [--similarity NAME=STORE...]",
+  );
+  let reconBatch: number | undefined;
+  if (v["recon-batch"] !== undefined) {
+    reconBatch = Number(v["recon-batch"]);
+    check(
+      Number.isSafeInteger(reconBatch) && reconBatch >= 2,
+      `--recon-batch must be an integer ≥ 2, got "${v["recon-batch"]}"`,
+    );
+  }
+  for (const [opt, ext] of [["out", ".json"], ["scores", ".csv"]] as const) {
+    const p = v[opt];
+    check(p === undefined || p.length > 0, `--${opt} needs a file name`);
+    if (p !== undefined && !p.toLowerCase().endsWith(ext)) {
+      io.err(`monobench: note: --${opt} ${p} is not a ${ext} file`);
+    }
+  }
+
+  // The SAE first: cheap, and the most likely thing to be wrong.
+  const sae = await loadSaeForMeasure(v.sae);
+
+  let acts: Matrix;
+  let similarity: { name: string; matrix: Matrix }[];
+  let layerName: string | null = null;
+  if (v.data !== undefined) {
+    check(
+      (v.similarity as string[]).length === 0,
+      "--similarity goes with --acts; with --data the manifest's similarity sources are used",
+    );
+    const data = await manifestData(v.data);
+    const names = data.layers.map((l) => l.layer);
+    let layer = data.layers[0];
+    if (v.layer !== undefined) {
+      const found = data.layers.find((l) => l.layer === v.layer);
+      check(found, `layer "${v.layer}" is not in ${v.data}`, `its layers: ${names.join(", ")}`);
+      layer = found;
+    } else {
+      check(
+        data.layers.length === 1,
+        `${v.data} has several layers: choose one with --layer (${names.join(", ")})`,
+      );
+    }
+    layerName = layer.layer;
+    const s = layer.eval;
+    acts = { path: s.dir, n: s.n, d: s.d, sha256: s.sha256, all: () => s.all() };
+    similarity = data.similarity.map((x) => ({
+      name: x.name,
+      matrix: { path: x.eval.dir, n: x.eval.n, d: x.eval.d, sha256: x.eval.sha256, all: () => x.eval.all() },
+    }));
+  } else {
+    check(v.layer === undefined, "--layer goes with --data MANIFEST");
+    acts = await openMatrix(v.acts!, "--acts");
+    similarity = [];
+    for (const spec of v.similarity as string[]) {
+      const eq = spec.indexOf("=");
+      check(eq > 0, `--similarity "${spec}": expected NAME=STORE`);
+      const name = spec.slice(0, eq).trim();
+      check(/^[\w.-]+$/.test(name), `--similarity "${spec}": name must be letters, digits, . _ -`);
+      similarity.push({ name, matrix: await openMatrix(spec.slice(eq + 1), `--similarity ${name}`) });
+    }
+    if (similarity.length === 0) io.err("monobench: no --similarity source: MS is skipped");
+  }
+
+  const backend = await selectBackend(v.backend as BackendName, { notice: io.err });
+  let out;
+  try {
+    out = await measureSae(backend, sae, { acts, layer: layerName, manifest: v.data ?? null, similarity }, {
+      useThreshold: !v["no-threshold"],
+      reconBatch,
+      log: (l) => io.err(`monobench: ${l}`),
+    });
+  } finally {
+    backend.destroy();
+  }
+  io.out(formatMeasure(out.report));
+  for (
+    const [path, text] of [[v.out, () => reportJson(out.report)], [v.scores, () => scoresCsv(out)]] as const
+  ) {
+    if (path === undefined) continue;
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await atomicWrite(path, text());
+    io.out(`wrote ${path}`);
+  }
+  return 0;
+}
+
+/** Run the CLI and map errors to exit codes (2: MonobenchError, 3: unexpected). */
+export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
+  try {
+    return await run(argv, io);
+  } catch (e) {
+    if (e instanceof MonobenchError) {
+      io.err(`monobench: ${e.message}`);
+      if (e.hint) io.err(`hint: ${e.hint}`);
+      return 2;
+    }
+    io.err(`monobench: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 3;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

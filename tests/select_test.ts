@@ -1,0 +1,105 @@
+/** selectBackend: explicit choices, the "auto" fallback, and errors. */
+import assert from "node:assert/strict";
+import { isSoftwareAdapter, selectBackend } from "../src/backend/select.ts";
+import { BlasBackend, openBlas } from "../src/backend/blas.ts";
+import { CpuBackend } from "../src/backend/cpu.ts";
+import { WebGpuBackend } from "../src/backend/webgpu/backend.ts";
+import { MonobenchError } from "../src/util/errors.ts";
+
+/** A GPU object without adapters, as on a machine with no (software) driver. */
+const noAdapterGpu = { requestAdapter: () => Promise.resolve(null) } as unknown as GPU;
+const brokenGpu = { requestAdapter: () => Promise.reject(new Error("driver exploded")) } as unknown as GPU;
+
+async function hasAdapter(): Promise<boolean> {
+  try {
+    return !!(await (navigator as unknown as { gpu?: GPU }).gpu?.requestAdapter());
+  } catch {
+    return false;
+  }
+}
+const HAS_GPU = await hasAdapter();
+
+Deno.test("select: cpu", async () => {
+  const b = await selectBackend("cpu");
+  assert.ok(b instanceof CpuBackend);
+  assert.equal(b.name, "cpu");
+});
+
+Deno.test("select: auto falls back to the CPU with a one-line notice", async () => {
+  for (const gpu of [noAdapterGpu, brokenGpu]) {
+    const lines: string[] = [];
+    const b = await selectBackend("auto", { gpu, notice: (l) => lines.push(l) });
+    assert.ok(b instanceof CpuBackend);
+    assert.equal(lines.length, 1);
+    assert.ok(!lines[0].includes("\n"));
+    assert.match(lines[0], /CPU backend/);
+  }
+});
+
+Deno.test("select: an explicitly requested GPU backend that fails throws MonobenchError", async () => {
+  for (const name of ["webgpu", "dawn"] as const) {
+    for (const gpu of [noAdapterGpu, brokenGpu]) {
+      await assert.rejects(selectBackend(name, { gpu }), (e: unknown) => {
+        assert.ok(e instanceof MonobenchError);
+        assert.ok(e.hint && e.hint.length > 0, "has a hint");
+        return true;
+      });
+    }
+  }
+});
+
+Deno.test("select: bad names and options", async () => {
+  await assert.rejects(selectBackend("tpu" as "cpu"), MonobenchError);
+  await assert.rejects(selectBackend("auto", { maxBindingBytes: 100 }), MonobenchError);
+});
+
+Deno.test({
+  name: "select: auto and webgpu give the WebGPU backend when an adapter exists",
+  ignore: !HAS_GPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    for (const name of ["auto", "webgpu"] as const) {
+      const lines: string[] = [];
+      const b = await selectBackend(name, { notice: (l) => lines.push(l), allowBlas: false });
+      assert.ok(b instanceof WebGpuBackend);
+      assert.equal(b.name, "webgpu");
+      assert.match(b.description, /WebGPU/);
+      assert.equal(lines.length, 0);
+      const t = b.tensor(new Float32Array([1, 2]), [2]);
+      assert.deepEqual(await b.read(t), new Float32Array([1, 2]));
+      b.destroy();
+    }
+  },
+});
+
+Deno.test("select: software adapters are recognised", () => {
+  assert.ok(
+    isSoftwareAdapter("WebGPU (Deno built-in): llvmpipe (LLVM 15.0.6, 256 bits) [fallback/software adapter]"),
+  );
+  assert.ok(isSoftwareAdapter("Dawn (npm:webgpu): OpenGL version 4.5 (Core Profile) Mesa 22.3.6, llvmpipe"));
+  assert.ok(!isSoftwareAdapter("WebGPU (Deno built-in): NVIDIA H100 80GB HBM3, nvidia"));
+});
+
+Deno.test({
+  name: "select: blas, and auto prefers OpenBLAS over a software adapter or a missing GPU",
+  ignore: openBlas() === null,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const b = await selectBackend("blas");
+    assert.ok(b instanceof BlasBackend);
+    const lines: string[] = [];
+    const a = await selectBackend("auto", { gpu: noAdapterGpu, notice: (l) => lines.push(l) });
+    assert.ok(a instanceof BlasBackend);
+    assert.match(lines[0], /OpenBLAS/);
+    if (HAS_GPU) {
+      const probe = await selectBackend("webgpu");
+      const software = isSoftwareAdapter(probe.description);
+      probe.destroy();
+      const c = await selectBackend("auto", { notice: () => {} });
+      assert.equal(c.name, software ? "blas" : "webgpu");
+      c.destroy();
+    }
+  },
+});
