@@ -21,7 +21,16 @@ export { check, checkFinite, MonobenchError } from "./src/util/errors.ts";
 export { Rng } from "./src/util/rng.ts";
 
 // Backends
-export type { AdamParams, Backend, ClipParams, Codes, CodesT, DType, Tensor, Threshold } from "./src/backend/types.ts";
+export type {
+  AdamParams,
+  Backend,
+  ClipParams,
+  Codes,
+  CodesT,
+  DType,
+  Tensor,
+  Threshold,
+} from "./src/backend/types.ts";
 export { CpuBackend } from "./src/backend/cpu.ts";
 export { BlasBackend, openBlas } from "./src/backend/blas.ts";
 export { BACKEND_NAMES, selectBackend } from "./src/backend/select.ts";

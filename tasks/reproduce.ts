@@ -182,6 +182,7 @@ export async function main(argv: string[]): Promise<number> {
   if (cli.steps !== undefined || cli.batch !== undefined) {
     Object.assign(hyper, scaledHyper(cli.steps ?? hyper.steps, cli.batch ?? hyper.batchSize));
   }
+  if (cli.lr === "code" || cli.lr === "paper") hyper.lrRule = cli.lr;
   if (cli.list) {
     console.log(`${cases.length} case(s): ${describeCases(cases)}`);
     for (const c of cases) console.log(`  ${c.id}  [${c.groups.join(", ")}]`);

@@ -44,9 +44,12 @@ Deno.test("presets: sizes, hyperparameters and scaling rule", () => {
     "matryoshka-last-x2-k20",
   ]);
   const def = getPreset("default");
-  equal(def.cases.length, 27);
+  equal(def.cases.length, 53);
   equal(def.cases.filter((c) => c.groups.includes("k-ablation")).length, 4);
-  equal(def.cases.filter((c) => c.layer === "last" && c.k === 20).length, 8);
+  equal(def.cases.filter((c) => c.layer === "last" && c.k === 20).length, 10);
+  ok(def.cases.every((c) => c.expansion <= 16), "ε = 64 only in the paper preset");
+  equal(def.hyper.lrRule, "paper");
+  equal(def.hyper.thresholdBeta, 0.9, "EMA window 1 % of 300 steps, at least 10 steps");
   const paper = getPreset("paper");
   equal(paper.cases.length, 63);
   deepStrictEqual(paper.hyper, { ...PAPER_HYPER });
@@ -59,14 +62,18 @@ Deno.test("presets: sizes, hyperparameters and scaling rule", () => {
   const h = scaledHyper(10_000, 1024);
   equal(h.warmupSteps, 100);
   equal(h.thresholdStartStep, 100);
+  equal(h.thresholdBeta, 0.99);
+  equal(scaledHyper(100_000, 4096).thresholdBeta, 0.999);
   equal(h.deadAfterTokens, Math.round(10_000 * 1024 * 1e7 / (1e5 * 4096)));
   equal(h.checkpointEvery, 2000);
   equal(smoke.hyper.warmupSteps, 1);
   equal(smoke.hyper.deadAfterTokens, 4 * smoke.hyper.batchSize);
   ok(smoke.hyper.steps < def.hyper.steps);
   // cost model: smoke far below default, default within ~15 min at the assumed 10 GFLOP/s
-  const sSmoke = estimatePresetSeconds(smoke);
-  const sDef = estimatePresetSeconds(def);
+  // Embedded-default layer widths; ~25 GFLOP/s effective (OpenBLAS encode, scalar TS for the rest).
+  const dims = { "11": 64, "17": 96, "22": 160, "23": 160, last: 320 } as const;
+  const sSmoke = estimatePresetSeconds(smoke, { dims, gflops: 25 });
+  const sDef = estimatePresetSeconds(def, { dims, gflops: 25 });
   ok(sSmoke < 30, `smoke estimate ${sSmoke}`);
   ok(sDef < 15 * 60 && sDef > sSmoke * 10, `default estimate ${sDef}`);
   throws(
@@ -141,15 +148,15 @@ Deno.test("grid filter: parsing, singular keys, all, errors", () => {
 Deno.test("selectCases: filters the preset, from= picks another preset's cases", () => {
   const { preset, cases } = selectCases("default", { grid: "layers=last sae=batchtopk" });
   equal(preset.name, "default");
-  deepStrictEqual(cases.map((c) => c.expansion), [1, 2, 4, 8]);
-  // ε=16 is not in the default preset: listed valid values are the preset's
+  deepStrictEqual(cases.map((c) => c.expansion), [1, 2, 4, 8, 16]);
+  // ε=64 is not in the default preset: listed valid values are the preset's
   throws(
-    () => selectCases("default", { grid: "eps=16" }),
-    (e) => e instanceof MonobenchError && /valid values: 1, 2, 4, 8, all/.test(e.message),
+    () => selectCases("default", { grid: "eps=64" }),
+    (e) => e instanceof MonobenchError && /valid values: 1, 2, 4, 8, 16, all/.test(e.message),
   );
-  const r = selectCases("default", { grid: "from=paper layers=last eps=16" });
+  const r = selectCases("default", { grid: "from=paper layers=last eps=64" });
   equal(r.preset.hyper.steps, getPreset("default").hyper.steps);
-  deepStrictEqual(r.cases.map((c) => c.id), ["batchtopk-last-x16-k20", "matryoshka-last-x16-k20"]);
+  deepStrictEqual(r.cases.map((c) => c.id), ["batchtopk-last-x64-k20", "matryoshka-last-x64-k20"]);
   throws(() => selectCases("default", { grid: "from=big" }), MonobenchError);
   equal(selectCases("smoke").cases.length, 4);
 });

@@ -129,3 +129,28 @@ Deno.test("claims: partial grids give n/a where data are lacking; K ablation", (
   const ksBad = ks.map((c) => ({ ...c, ms: [syntheticMs("labels", 0.1 + c.k / 200, 0.8)] }));
   equal(byId(checkClaims(ksBad, []))["lower-k-higher-ms"].status, "fail");
 });
+
+Deno.test("claims: saturated best MS (= 1) neither fails (a) nor counts in (d)", async () => {
+  const { syntheticCase, syntheticLayer, syntheticMs } = await import("../src/report/synthetic.ts");
+  const { checkClaims } = await import("../src/report/claims.ts");
+  const cases = [1, 4].map((e) =>
+    syntheticCase({ layer: "last", sae: "batchtopk", expansion: e, ms: [syntheticMs("labels", 0.3, 1)] })
+  );
+  const layer = syntheticLayer("last", [syntheticMs("labels", 0.1, 1)]);
+  const claims = checkClaims(cases, [layer]);
+  const a = claims.find((c) => c.id === "sae-beats-raw")!;
+  const d = claims.find((c) => c.id === "best-ms-grows-with-eps")!;
+  assertNotMatch(a.evidence, /best 1\.000 ≤ raw 1\.000/);
+  assertEqualStatus(d.status, "n/a");
+  assertMatchText(d.evidence, /saturated/);
+});
+
+function assertNotMatch(s: string, re: RegExp) {
+  if (re.test(s)) throw new Error(`unexpected ${re} in ${s}`);
+}
+function assertEqualStatus(a: string, b: string) {
+  if (a !== b) throw new Error(`status ${a} != ${b}`);
+}
+function assertMatchText(s: string, re: RegExp) {
+  if (!re.test(s)) throw new Error(`${re} not in ${s}`);
+}

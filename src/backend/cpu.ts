@@ -2,16 +2,7 @@
  * CPU backend: the reference implementation of the {@link Backend} contract and the oracle the
  * GPU kernels are tested against. Plain TypeScript on typed arrays; ops run synchronously.
  */
-import type {
-  AdamParams,
-  Backend,
-  ClipParams,
-  Codes,
-  CodesT,
-  DType,
-  Tensor,
-  Threshold,
-} from "./types.ts";
+import type { AdamParams, Backend, ClipParams, Codes, CodesT, DType, Tensor, Threshold } from "./types.ts";
 import { MonobenchError } from "../util/errors.ts";
 
 export class CpuTensor implements Tensor {
@@ -36,13 +27,17 @@ function prod(shape: readonly number[]): number {
 
 function f32(t: Tensor): Float32Array {
   const c = t as CpuTensor;
-  if (!(c instanceof CpuTensor) || c.dtype !== "f32") throw new Error("cpu backend: expected an f32 CpuTensor");
+  if (!(c instanceof CpuTensor) || c.dtype !== "f32") {
+    throw new Error("cpu backend: expected an f32 CpuTensor");
+  }
   return c.data as Float32Array;
 }
 
 function u32(t: Tensor): Uint32Array {
   const c = t as CpuTensor;
-  if (!(c instanceof CpuTensor) || c.dtype !== "u32") throw new Error("cpu backend: expected a u32 CpuTensor");
+  if (!(c instanceof CpuTensor) || c.dtype !== "u32") {
+    throw new Error("cpu backend: expected a u32 CpuTensor");
+  }
   return c.data as Uint32Array;
 }
 
@@ -217,10 +212,22 @@ export class CpuBackend implements Backend {
         }
         const p0 = b * w + j, p1 = p0 + w, p2 = p1 + w, p3 = p2 + w;
         const c0 = be[j], c1 = be[j + 1], c2 = be[j + 2], c3 = be[j + 3];
-        P[p0] = relu(s00 + c0), P[p0 + 1] = relu(s01 + c1), P[p0 + 2] = relu(s02 + c2), P[p0 + 3] = relu(s03 + c3);
-        P[p1] = relu(s10 + c0), P[p1 + 1] = relu(s11 + c1), P[p1 + 2] = relu(s12 + c2), P[p1 + 3] = relu(s13 + c3);
-        P[p2] = relu(s20 + c0), P[p2 + 1] = relu(s21 + c1), P[p2 + 2] = relu(s22 + c2), P[p2 + 3] = relu(s23 + c3);
-        P[p3] = relu(s30 + c0), P[p3 + 1] = relu(s31 + c1), P[p3 + 2] = relu(s32 + c2), P[p3 + 3] = relu(s33 + c3);
+        P[p0] = relu(s00 + c0),
+          P[p0 + 1] = relu(s01 + c1),
+          P[p0 + 2] = relu(s02 + c2),
+          P[p0 + 3] = relu(s03 + c3);
+        P[p1] = relu(s10 + c0),
+          P[p1 + 1] = relu(s11 + c1),
+          P[p1 + 2] = relu(s12 + c2),
+          P[p1 + 3] = relu(s13 + c3);
+        P[p2] = relu(s20 + c0),
+          P[p2 + 1] = relu(s21 + c1),
+          P[p2 + 2] = relu(s22 + c2),
+          P[p2 + 3] = relu(s23 + c3);
+        P[p3] = relu(s30 + c0),
+          P[p3 + 1] = relu(s31 + c1),
+          P[p3 + 2] = relu(s32 + c2),
+          P[p3 + 3] = relu(s33 + c3);
       }
       for (; j < w; j++) {
         for (let r = 0; r < 4; r++) P[(b + r) * w + j] = relu(dot(xc, (b + r) * d, W, j * d, d) + be[j]);
@@ -301,7 +308,7 @@ export class CpuBackend implements Backend {
     const bd = bdec ? f32(bdec) : null;
     const acc = new Float64Array(d);
     for (let b = 0; b < B; b++) {
-      if (bd) for (let i = 0; i < d; i++) acc[i] = bd[i];
+      if (bd) { for (let i = 0; i < d; i++) acc[i] = bd[i]; }
       else acc.fill(0);
       let e = rp[b];
       for (let g = 0; g < G; g++) {
@@ -316,7 +323,14 @@ export class CpuBackend implements Backend {
   }
 
   // ---- losses ---------------------------------------------------------------------------------
-  reconLossGrad(xhat: Tensor, x: Tensor, weights: number[], gradS: Tensor, stats: Tensor, slot: number): void {
+  reconLossGrad(
+    xhat: Tensor,
+    x: Tensor,
+    weights: number[],
+    gradS: Tensor,
+    stats: Tensor,
+    slot: number,
+  ): void {
     const xh = f32(xhat), X = f32(x), gS = f32(gradS);
     const G = weights.length, n = X.length, B = xhat.shape[1];
     let loss = 0;
@@ -447,7 +461,7 @@ export class CpuBackend implements Backend {
       }
       gbe[j] += sb;
       for (let i = 0; i < d; i++) gWe[j * d + i] += aE[i];
-      if (gWd) for (let i = 0; i < d; i++) gWd[j * d + i] += aD[i];
+      if (gWd) { for (let i = 0; i < d; i++) gWd[j * d + i] += aD[i]; }
     }
   }
 
@@ -536,7 +550,14 @@ export class CpuBackend implements Backend {
     t[slot] = t[slot] < 0 ? m : beta * t[slot] + (1 - beta) * m;
   }
 
-  updateDead(codesT: CodesT, counter: Tensor, deadAfter: number, mask: Tensor, stats: Tensor, slot: number): void {
+  updateDead(
+    codesT: CodesT,
+    counter: Tensor,
+    deadAfter: number,
+    mask: Tensor,
+    stats: Tensor,
+    slot: number,
+  ): void {
     const cp = u32(codesT.colPtr), c = f32(counter), mk = u32(mask);
     let dead = 0;
     for (let j = 0; j < codesT.cols; j++) {

@@ -242,5 +242,12 @@ export interface Backend {
    * non-empty, else counter[j] + rows. Then mask[j] = counter[j] >= deadAfter ? 1 : 0 and
    * stats[slot] = number of dead latents. counter: f32 [ω], mask: u32 [ω].
    */
-  updateDead(codesT: CodesT, counter: Tensor, deadAfter: number, mask: Tensor, stats: Tensor, slot: number): void;
+  updateDead(
+    codesT: CodesT,
+    counter: Tensor,
+    deadAfter: number,
+    mask: Tensor,
+    stats: Tensor,
+    slot: number,
+  ): void;
 }

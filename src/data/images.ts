@@ -238,7 +238,7 @@ export function shortestEdgeSize(width: number, height: number, size: number): [
 export function clipPreprocess(
   img: RgbImage,
   size: number,
-  dst = new Float32Array(3 * size * size),
+  dst: Float32Array = new Float32Array(3 * size * size),
   offset = 0,
 ): Float32Array {
   const [rw, rh] = shortestEdgeSize(img.width, img.height, size);

@@ -71,6 +71,7 @@ export class Progress {
   private stepsDone = 0;
   private runStart = 0;
   private caseStart = 0;
+  private phaseStart = 0;
   private doneWeight = 0;
   private lastDraw = -Infinity;
   private lineShown = false;
@@ -109,6 +110,7 @@ export class Progress {
     this.totalSteps = Math.max(0, totalSteps);
     this.stepsDone = 0;
     this.caseStart = this.now();
+    this.phaseStart = this.now();
     this.lastDraw = this.now();
     if (!this.tty) this.write(`${this.prefix()} ${label}: ${phase} 0/${this.totalSteps}\n`);
     else this.draw(true);
@@ -119,7 +121,7 @@ export class Progress {
     this.phase = phase;
     this.totalSteps = Math.max(0, totalSteps);
     this.stepsDone = 0;
-    this.caseStart = this.now();
+    this.phaseStart = this.now();
     this.lastDraw = this.now();
     if (!this.tty) this.write(`${this.prefix()} ${this.caseLabel}: ${phase} 0/${this.totalSteps}\n`);
     else this.draw(true);
@@ -179,7 +181,7 @@ export class Progress {
   /** The status text (without newline or control codes). */
   statusLine(): string {
     const t = this.now();
-    const elapsed = (t - this.caseStart) / 1000;
+    const elapsed = (t - this.phaseStart) / 1000;
     const S = this.totalSteps;
     const s = this.stepsDone;
     const frac = S > 0 ? s / S : 0;

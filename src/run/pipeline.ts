@@ -114,6 +114,7 @@ export async function runCase(
     auxkAlpha: hyper.auxkAlpha,
     deadAfterTokens: hyper.deadAfterTokens,
     thresholdStartStep: hyper.thresholdStartStep,
+    thresholdBeta: hyper.thresholdBeta,
     steps: hyper.steps,
     batchSize: hyper.batchSize,
     warmupSteps: hyper.warmupSteps,
