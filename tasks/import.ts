@@ -3,6 +3,8 @@
  * or build a whole data manifest for `deno task reproduce --data` / `deno task measure --data`.
  * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
  */
+import { defaultIo, type Io, runCli } from "../src/util/cli.ts";
+export type { Io };
 import { parseArgs } from "node:util";
 import type { StoreDType, StoreHeader } from "../src/data/store.ts";
 import {
@@ -63,13 +65,6 @@ Examples
       --layer last:train=acts/last_train.npy,eval=acts/last_val.npy,source=post_projection \\
       --similarity dinov2=emb/dinov2_val.npy --description "CLIP ViT-L/14-336, ImageNet"
 `;
-
-export interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-const defaultIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
 
 function describe(dir: string, h: StoreHeader, inputs: ArrayInput[]): string {
   return `${dir}: ${h.n} × ${h.d} ${h.dtype} from ${inputs.length} file(s), sha256 ${h.sha256.slice(0, 16)}…`;
@@ -165,18 +160,8 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
 }
 
 /** Run the CLI and map errors to exit codes (2: MonobenchError, 3: unexpected). */
-export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
-  try {
-    return await run(argv, io);
-  } catch (e) {
-    if (e instanceof MonobenchError) {
-      io.err(`monobench: ${e.message}`);
-      if (e.hint) io.err(`hint: ${e.hint}`);
-      return 2;
-    }
-    io.err(`monobench: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    return 3;
-  }
+export function main(argv: string[], io: Io = defaultIo): Promise<number> {
+  return runCli(() => run(argv, io), io);
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -4,6 +4,8 @@
  * L0, dead latents, and the raw-neuron MS of the same layer.
  * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
  */
+import { defaultIo, type Io, runCli } from "../src/util/cli.ts";
+export type { Io };
 import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { BACKEND_NAMES, type BackendName, selectBackend } from "../src/backend/select.ts";
@@ -44,13 +46,6 @@ Example
   deno task measure --sae results/default-x/cases/last-matryoshka-x4-k20/sae \\
       --data data/clip.json --layer last --out measure.json --scores scores.csv
 `;
-
-export interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
-const defaultIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
 
 /** Run the CLI (throws MonobenchError on bad input). */
 export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
@@ -177,18 +172,8 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
 }
 
 /** Run the CLI and map errors to exit codes (2: MonobenchError, 3: unexpected). */
-export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
-  try {
-    return await run(argv, io);
-  } catch (e) {
-    if (e instanceof MonobenchError) {
-      io.err(`monobench: ${e.message}`);
-      if (e.hint) io.err(`hint: ${e.hint}`);
-      return 2;
-    }
-    io.err(`monobench: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    return 3;
-  }
+export function main(argv: string[], io: Io = defaultIo): Promise<number> {
+  return runCli(() => run(argv, io), io);
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

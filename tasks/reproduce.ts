@@ -22,6 +22,7 @@ import { embeddedData, manifestData, type RunData } from "../src/run/data.ts";
 import { runPipeline, toJson } from "../src/run/pipeline.ts";
 import type { CaseResult, LayerResult } from "../src/types.ts";
 import { check, MonobenchError } from "../src/util/errors.ts";
+import { runCli } from "../src/util/cli.ts";
 
 const HELP =
   `monobench reproduce — train SAEs over the paper's grid, measure MS / R² / L0, diff with the paper
@@ -328,19 +329,4 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  let code: number;
-  try {
-    code = await main(Deno.args);
-  } catch (e) {
-    if (e instanceof MonobenchError) {
-      console.error(`monobench: ${e.message}`);
-      if (e.hint) console.error(`hint: ${e.hint}`);
-      code = 2;
-    } else {
-      console.error(e);
-      code = 3;
-    }
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) Deno.exit(await runCli(() => main(Deno.args)));

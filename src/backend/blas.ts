@@ -8,7 +8,7 @@
  * library is looked up by name; `MONOBENCH_BLAS` may name a path. Reference BLAS (no
  * `openblas_get_corename` symbol) is refused because it is slower than the TypeScript kernels.
  */
-import { CpuBackend, CpuTensor } from "./cpu.ts";
+import { CpuBackend, f32 as data, u32 } from "./cpu.ts";
 import type { Codes, CodesT, Tensor } from "./types.ts";
 
 const CBLAS_ROW_MAJOR = 101;
@@ -73,22 +73,6 @@ export function openBlas(): { lib: BlasLib; core: string; threads: number } | nu
     }
   }
   return null;
-}
-
-function data(t: Tensor): Float32Array {
-  const c = t as CpuTensor;
-  if (!(c instanceof CpuTensor) || c.dtype !== "f32") {
-    throw new Error("blas backend: expected an f32 CpuTensor");
-  }
-  return c.data as Float32Array;
-}
-
-function u32(t: Tensor): Uint32Array {
-  const c = t as CpuTensor;
-  if (!(c instanceof CpuTensor) || c.dtype !== "u32") {
-    throw new Error("blas backend: expected a u32 CpuTensor");
-  }
-  return c.data as Uint32Array;
 }
 
 /**
@@ -380,36 +364,5 @@ export class BlasBackend extends CpuBackend {
     }
   }
 
-  /**
-   * gradBdec (+)= [Σ_b gradS[0, b]] − Σ_j (Σ_{e ∈ col j} gradVal[e]) · Wenc[j]: the per-latent sums
-   * first, so the cost is O(nnz + m·d) instead of O(nnz·d).
-   */
-  override bdecGrad(
-    codes: Codes,
-    gradVal: Tensor,
-    Wenc: Tensor,
-    gradS: Tensor,
-    withDecodePath: boolean,
-    gradBdec: Tensor,
-    accumulate: boolean,
-  ): void {
-    const idx = u32(codes.idx), gv = data(gradVal), W = data(Wenc), gS = data(gradS), gb = data(gradBdec);
-    const d = gb.length, B = codes.rows, total = u32(codes.rowPtr)[B];
-    const acc = new Float64Array(d);
-    if (withDecodePath) {
-      for (let b = 0; b < B; b++) for (let i = 0; i < d; i++) acc[i] += gS[b * d + i];
-    }
-    const sums = new Float64Array(codes.cols);
-    const used = new Uint8Array(codes.cols);
-    for (let e = 0; e < total; e++) {
-      sums[idx[e]] += gv[e];
-      used[idx[e]] = 1;
-    }
-    for (let j = 0; j < codes.cols; j++) {
-      if (!used[j]) continue;
-      const s = sums[j], r = j * d;
-      for (let i = 0; i < d; i++) acc[i] -= s * W[r + i];
-    }
-    for (let i = 0; i < d; i++) gb[i] = (accumulate ? gb[i] : 0) + acc[i];
-  }
+
 }

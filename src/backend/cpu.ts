@@ -25,7 +25,8 @@ function prod(shape: readonly number[]): number {
   return n;
 }
 
-function f32(t: Tensor): Float32Array {
+/** The host array of an f32 CpuTensor (throws for anything else). */
+export function f32(t: Tensor): Float32Array {
   const c = t as CpuTensor;
   if (!(c instanceof CpuTensor) || c.dtype !== "f32") {
     throw new Error("cpu backend: expected an f32 CpuTensor");
@@ -33,7 +34,8 @@ function f32(t: Tensor): Float32Array {
   return c.data as Float32Array;
 }
 
-function u32(t: Tensor): Uint32Array {
+/** The host array of a u32 CpuTensor (throws for anything else). */
+export function u32(t: Tensor): Uint32Array {
   const c = t as CpuTensor;
   if (!(c instanceof CpuTensor) || c.dtype !== "u32") {
     throw new Error("cpu backend: expected a u32 CpuTensor");
@@ -465,6 +467,10 @@ export class CpuBackend implements Backend {
     }
   }
 
+  /**
+   * gradBdec (+)= [Σ_b gradS[0, b]] − Σ_j (Σ_{e ∈ col j} gradVal[e]) · Wenc[j]: the per-latent sums
+   * first, so the cost is O(nnz + m·d) instead of O(nnz·d).
+   */
   bdecGrad(
     codes: Codes,
     gradVal: Tensor,
@@ -480,8 +486,15 @@ export class CpuBackend implements Backend {
     if (withDecodePath) {
       for (let b = 0; b < B; b++) for (let i = 0; i < d; i++) acc[i] += gS[b * d + i];
     }
+    const sums = new Float64Array(codes.cols);
+    const used = new Uint8Array(codes.cols);
     for (let e = 0; e < total; e++) {
-      const r = idx[e] * d, s = gv[e];
+      sums[idx[e]] += gv[e];
+      used[idx[e]] = 1;
+    }
+    for (let j = 0; j < codes.cols; j++) {
+      if (!used[j]) continue;
+      const s = sums[j], r = j * d;
       for (let i = 0; i < d; i++) acc[i] -= s * W[r + i];
     }
     for (let i = 0; i < d; i++) gb[i] = (accumulate ? gb[i] : 0) + acc[i];

@@ -1,0 +1,28 @@
+/** Shared plumbing of the CLI entry points in tasks/. */
+import { MonobenchError } from "./errors.ts";
+
+/** Where a CLI writes: stdout lines and stderr lines (replaceable in tests). */
+export interface Io {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+export const defaultIo: Io = { out: (l) => console.log(l), err: (l) => console.error(l) };
+
+/**
+ * Run a CLI body and map errors to exit codes: a MonobenchError (bad input or option) prints
+ * `monobench: <message>` and its hint and gives 2; anything else is unexpected and gives 3.
+ */
+export async function runCli(body: () => Promise<number>, io: Io = defaultIo): Promise<number> {
+  try {
+    return await body();
+  } catch (e) {
+    if (e instanceof MonobenchError) {
+      io.err(`monobench: ${e.message}`);
+      if (e.hint) io.err(`hint: ${e.hint}`);
+      return 2;
+    }
+    io.err(`monobench: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 3;
+  }
+}
