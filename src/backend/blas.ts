@@ -363,6 +363,4 @@ export class BlasBackend extends CpuBackend {
       }
     }
   }
-
-
 }
