@@ -12,8 +12,8 @@ import { caseSortKey, diffIndex, fmt, reportSources, runInfoPairs, withPaper } f
 const CSS = `body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px}th,td{border:1px solid #ccc;padding:3px 7px;
-text-align:left;vertical-align:top;overflow-wrap:anywhere;max-width:1100px}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#176c17;font-weight:600}.fail{color:#b00020;font-weight:600}.na{color:#777}
+text-align:left;vertical-align:top;overflow-wrap:break-word;max-width:1100px}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.pass,.fail,.na{white-space:nowrap}.pass{color:#176c17;font-weight:600}.fail{color:#b00020;font-weight:600}.na{color:#777}
 .within{color:#176c17}.outside{color:#a15c00}.missing{color:#777}.charts{display:flex;flex-wrap:wrap}
 .note{color:#555;font-size:12.5px}` + CHART_CSS;
 
