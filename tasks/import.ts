@@ -3,9 +3,8 @@
  * or build a whole data manifest for `deno task reproduce --data` / `deno task measure --data`.
  * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
  */
-import { defaultIo, type Io, runCli } from "../src/util/cli.ts";
+import { defaultIo, type Io, parseOptions, runCli } from "../src/util/cli.ts";
 export type { Io };
-import { parseArgs } from "node:util";
 import type { StoreDType, StoreHeader } from "../src/data/store.ts";
 import {
   type ArrayInput,
@@ -19,7 +18,7 @@ import {
   parseShape,
   parseSimilaritySpec,
 } from "../src/io/import.ts";
-import { check, MonobenchError } from "../src/util/errors.ts";
+import { check } from "../src/util/errors.ts";
 
 export const HELP = `monobench import — convert your arrays into activation stores (and data manifests)
 
@@ -72,31 +71,25 @@ function describe(dir: string, h: StoreHeader, inputs: ArrayInput[]): string {
 
 /** Run the CLI (throws MonobenchError on bad input). */
 export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        out: { type: "string" },
-        dtype: { type: "string", default: "f32" },
-        meta: { type: "string", multiple: true, default: [] },
-        format: { type: "string" },
-        shape: { type: "string" },
-        header: { type: "boolean", default: false },
-        parts: { type: "boolean", default: false },
-        overwrite: { type: "boolean", default: false },
-        manifest: { type: "string" },
-        layer: { type: "string", multiple: true, default: [] },
-        similarity: { type: "string", multiple: true, default: [] },
-        description: { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    throw new MonobenchError((e as Error).message, "see deno task import --help");
-  }
+  const parsed = parseOptions("import", {
+    args: argv,
+    allowPositionals: true,
+    options: {
+      out: { type: "string" },
+      dtype: { type: "string", default: "f32" },
+      meta: { type: "string", multiple: true, default: [] },
+      format: { type: "string" },
+      shape: { type: "string" },
+      header: { type: "boolean", default: false },
+      parts: { type: "boolean", default: false },
+      overwrite: { type: "boolean", default: false },
+      manifest: { type: "string" },
+      layer: { type: "string", multiple: true, default: [] },
+      similarity: { type: "string", multiple: true, default: [] },
+      description: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
   const v = parsed.values;
   if (v.help) {
     io.out(HELP);

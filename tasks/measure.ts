@@ -4,9 +4,8 @@
  * L0, dead latents, and the raw-neuron MS of the same layer.
  * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
  */
-import { defaultIo, type Io, runCli } from "../src/util/cli.ts";
+import { defaultIo, type Io, parseOptions, runCli } from "../src/util/cli.ts";
 export type { Io };
-import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { BACKEND_NAMES, type BackendName, selectBackend } from "../src/backend/select.ts";
 import { type Matrix, openMatrix } from "../src/io/import.ts";
@@ -14,7 +13,7 @@ import { formatMeasure, loadSaeForMeasure, measureSae, reportJson, scoresCsv } f
 import { atomicWrite } from "../src/report/atomic.ts";
 import { manifestData } from "../src/run/data.ts";
 import "../src/sae/mod.ts";
-import { check, MonobenchError } from "../src/util/errors.ts";
+import { check } from "../src/util/errors.ts";
 
 export const HELP = `monobench measure — MS, R², L0 and dead latents of an existing SAE checkpoint
 
@@ -49,29 +48,23 @@ Example
 
 /** Run the CLI (throws MonobenchError on bad input). */
 export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        sae: { type: "string" },
-        data: { type: "string" },
-        layer: { type: "string" },
-        acts: { type: "string" },
-        similarity: { type: "string", multiple: true, default: [] },
-        backend: { type: "string", default: "auto" },
-        "no-threshold": { type: "boolean", default: false },
-        "recon-batch": { type: "string" },
-        out: { type: "string" },
-        scores: { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    throw new MonobenchError((e as Error).message, "see deno task measure --help");
-  }
+  const parsed = parseOptions("measure", {
+    args: argv,
+    allowPositionals: false,
+    options: {
+      sae: { type: "string" },
+      data: { type: "string" },
+      layer: { type: "string" },
+      acts: { type: "string" },
+      similarity: { type: "string", multiple: true, default: [] },
+      backend: { type: "string", default: "auto" },
+      "no-threshold": { type: "boolean", default: false },
+      "recon-batch": { type: "string" },
+      out: { type: "string" },
+      scores: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
   const v = parsed.values;
   if (v.help) {
     io.out(HELP);

@@ -4,7 +4,6 @@
  * with a stored report for CI regression. Exit codes: 0 ok, 1 regression, 2 bad input/options,
  * 3 unexpected error.
  */
-import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { BACKEND_NAMES, type BackendName, selectBackend } from "../src/backend/select.ts";
 import { describeCases, PRESET_NAMES, scaledHyper, selectCases } from "../src/grid/cases.ts";
@@ -19,10 +18,11 @@ import { atomicWrite } from "../src/report/atomic.ts";
 import { listSaes } from "../src/sae/registry.ts";
 import "../src/sae/mod.ts";
 import { embeddedData, manifestData, type RunData } from "../src/run/data.ts";
-import { runPipeline, toJson } from "../src/run/pipeline.ts";
+import { runPipeline } from "../src/run/pipeline.ts";
+import { jsonText } from "../src/util/json.ts";
 import type { CaseResult, LayerResult } from "../src/types.ts";
 import { check, MonobenchError } from "../src/util/errors.ts";
-import { runCli } from "../src/util/cli.ts";
+import { parseOptions, runCli } from "../src/util/cli.ts";
 
 const HELP =
   `monobench reproduce — train SAEs over the paper's grid, measure MS / R² / L0, diff with the paper
@@ -82,37 +82,31 @@ function int(v: string | undefined, name: string, min = 1): number | undefined {
 }
 
 export function parseCli(argv: string[]): Cli | null {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        preset: { type: "string", default: "default" },
-        grid: { type: "string", default: "" },
-        sae: { type: "string", multiple: true, default: [] },
-        "sae-module": { type: "string", multiple: true, default: [] },
-        backend: { type: "string", default: "auto" },
-        steps: { type: "string" },
-        batch: { type: "string" },
-        lr: { type: "string" },
-        seed: { type: "string", default: "0" },
-        data: { type: "string", default: "embedded" },
-        "n-train": { type: "string" },
-        "n-eval": { type: "string" },
-        cache: { type: "string", default: ".cache" },
-        out: { type: "string" },
-        primary: { type: "string", default: "inceptionv3" },
-        tolerances: { type: "string" },
-        baseline: { type: "string" },
-        list: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (e) {
-    throw new MonobenchError((e as Error).message, "see --help");
-  }
+  const parsed = parseOptions("reproduce", {
+    args: argv,
+    allowPositionals: false,
+    options: {
+      preset: { type: "string", default: "default" },
+      grid: { type: "string", default: "" },
+      sae: { type: "string", multiple: true, default: [] },
+      "sae-module": { type: "string", multiple: true, default: [] },
+      backend: { type: "string", default: "auto" },
+      steps: { type: "string" },
+      batch: { type: "string" },
+      lr: { type: "string" },
+      seed: { type: "string", default: "0" },
+      data: { type: "string", default: "embedded" },
+      "n-train": { type: "string" },
+      "n-eval": { type: "string" },
+      cache: { type: "string", default: ".cache" },
+      out: { type: "string" },
+      primary: { type: "string", default: "inceptionv3" },
+      tolerances: { type: "string" },
+      baseline: { type: "string" },
+      list: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
   const v = parsed.values;
   if (v.help) return null;
   check(
@@ -245,7 +239,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!(e instanceof Deno.errors.NotFound)) {
       throw new MonobenchError(`${runPath} is unreadable or malformed: ${(e as Error).message}`);
     }
-    await atomicWrite(runPath, toJson({ startedAt, meta: runMeta }));
+    await atomicWrite(runPath, jsonText({ startedAt, meta: runMeta }));
   }
 
   const backend = await selectBackend(cli.backend);
@@ -284,8 +278,6 @@ export async function main(argv: string[]): Promise<number> {
     cases.length,
     cases.map((c) => c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 1)),
   );
-  const partial: CaseResult[] = [];
-  let layerResults: LayerResult[] = [];
   let out;
   try {
     out = await runPipeline(cases, {
@@ -296,13 +288,9 @@ export async function main(argv: string[]): Promise<number> {
       seed: cli.seed,
       lr: typeof cli.lr === "number" ? cli.lr : undefined,
       progress,
-      onCase: async (r) => {
-        partial.push(r);
-        // Keep a current report on disk so an interrupted run still has one.
-        await writeReport(outDir, makeReport(layerResults, partial, false), { formats: ["json", "csv"] });
-      },
-      onLayers: (l) => {
-        layerResults = l;
+      // Keep a current report on disk so an interrupted run still has one.
+      onCase: async (done, layers) => {
+        await writeReport(outDir, makeReport([...layers], [...done], false), { formats: ["json", "csv"] });
       },
     });
   } finally {

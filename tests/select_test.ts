@@ -95,7 +95,9 @@ Deno.test({
     assert.match(lines[0], /OpenBLAS/);
     if (HAS_GPU) {
       const probe = await selectBackend("webgpu");
-      const software = isSoftwareAdapter(probe.description);
+      assert.ok(probe instanceof WebGpuBackend);
+      const software = probe.software;
+      assert.equal(software, isSoftwareAdapter(probe.description));
       probe.destroy();
       const c = await selectBackend("auto", { notice: () => {} });
       assert.equal(c.name, software ? "blas" : "webgpu");

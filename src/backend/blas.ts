@@ -77,7 +77,8 @@ export function openBlas(): { lib: BlasLib; core: string; threads: number } | nu
 
 /**
  * Sparse codes restricted to the latents they use: `cols` (ascending latent ids), `pos[e]` the
- * dense column of entry e, and the entry → row map. Built once per codes object per step.
+ * dense column of entry e, and the entry → row map. Rebuilt by each op that uses it: O(nnz + ω),
+ * small next to the GEMMs it enables.
  */
 interface Active {
   rows: number;

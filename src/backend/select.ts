@@ -33,10 +33,7 @@ export interface SelectOptions extends WebGpuOptions {
   allowBlas?: boolean;
 }
 
-/** Whether a WebGPU backend description names a software adapter. */
-export function isSoftwareAdapter(description: string): boolean {
-  return /fallback\/software adapter|llvmpipe|lavapipe|swiftshader|softpipe|warp/i.test(description);
-}
+export { isSoftwareAdapter } from "./webgpu/device.ts";
 
 export async function selectBackend(name: BackendName, opts: SelectOptions = {}): Promise<Backend> {
   const mb = opts.maxBindingBytes;
@@ -79,7 +76,7 @@ export async function selectBackend(name: BackendName, opts: SelectOptions = {})
         notice(`monobench: WebGPU unavailable (${why}); using the CPU backend${b ? " with OpenBLAS" : ""}`);
         return b ?? new CpuBackend();
       }
-      if (isSoftwareAdapter(gpu.description)) {
+      if (gpu.software) {
         const b = blas();
         if (b) {
           gpu.destroy();

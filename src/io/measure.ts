@@ -14,6 +14,7 @@ import { CFG_FILE, checkpointLocation, loadSae } from "../train/checkpoint.ts";
 import { encodeDataset } from "../train/encode.ts";
 import type { MsSummary } from "../types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
+import { jsonText } from "../util/json.ts";
 import type { Matrix } from "./import.ts";
 
 /** What was loaded, for the report. */
@@ -272,8 +273,7 @@ export async function measureSae(
 
 /** JSON text of a report (non-finite numbers become null). */
 export function reportJson(report: MeasureReport): string {
-  return JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2) +
-    "\n";
+  return jsonText(report);
 }
 
 /** Per-latent CSV: `latent,fires,<source>...`, one row per latent, NaN for unscored latents. */

@@ -6,6 +6,7 @@ import { stringify } from "csv-stringify/sync";
 import { join } from "node:path";
 import type { MsSummary } from "../types.ts";
 import { MonobenchError } from "../util/errors.ts";
+import { jsonText } from "../util/json.ts";
 import { atomicWriteAll } from "./atomic.ts";
 import { diffCounts } from "./diff.ts";
 import { renderHtml } from "./html.ts";
@@ -21,7 +22,7 @@ export const REPORT_FILES = {
 
 /** JSON text of a report (NaN/Infinity become null, as JSON has no such numbers). */
 export function reportJson(r: Report): string {
-  return JSON.stringify(r, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2) + "\n";
+  return jsonText(r);
 }
 
 function num(v: number | undefined): string | number {

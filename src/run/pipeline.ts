@@ -23,6 +23,7 @@ import { checkpointLocation, trainSae } from "../train/mod.ts";
 import { encodeDataset } from "../train/encode.ts";
 import type { CaseResult, LayerResult, MsSummary } from "../types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
+import { jsonText, nullAsNaN } from "../util/json.ts";
 import type { RunData, RunLayer } from "./data.ts";
 
 export interface PipelineOptions {
@@ -34,10 +35,8 @@ export interface PipelineOptions {
   /** Learning rate override (number) — otherwise the preset's rule. */
   lr?: number;
   progress?: Progress;
-  /** Called after each finished case (e.g. to refresh the report). */
-  onCase?: (r: CaseResult, done: number, total: number) => Promise<void> | void;
-  /** Called once the raw-neuron layer results are known. */
-  onLayers?: (layers: LayerResult[]) => void;
+  /** Called after each finished case with the results so far (e.g. to refresh the report). */
+  onCase?: (cases: readonly CaseResult[], layers: readonly LayerResult[]) => Promise<void> | void;
 }
 
 async function readJsonIf<T>(path: string): Promise<T | null> {
@@ -49,16 +48,11 @@ async function readJsonIf<T>(path: string): Promise<T | null> {
     throw e;
   }
   try {
-    return JSON.parse(text, (_k, v) => (v === null ? NaN : v)) as T;
+    return JSON.parse(text, nullAsNaN) as T;
   } catch {
     // A damaged partial result is recomputed rather than trusted. (null = a NaN we wrote.)
     return null;
   }
-}
-
-/** JSON with NaN/±Infinity written as null (report.json convention). */
-export function toJson(x: unknown): string {
-  return JSON.stringify(x, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2) + "\n";
 }
 
 /** Raw-neuron ("No SAE") MS of one layer for every similarity source. */
@@ -80,7 +74,7 @@ export async function measureLayer(
   }
   const r: LayerResult = { layer: layer.layer, sourceLayer: layer.sourceLayer, d: layer.d, ms };
   await Deno.mkdir(join(outDir, "layers"), { recursive: true });
-  await atomicWrite(path, toJson(r));
+  await atomicWrite(path, jsonText(r));
   return r;
 }
 
@@ -169,7 +163,7 @@ export async function runCase(
     deadTrain: trained.deadTrain,
     checkpoint: join("cases", c.id, "sae"),
   };
-  await atomicWrite(resultPath, toJson(result));
+  await atomicWrite(resultPath, jsonText(result));
   const main = ms[0];
   progress?.endCase(
     `R² ${rec.r2.toFixed(1)}%, L0 ${rec.l0.toFixed(1)}, MS(${main.encoder}) mean ${
@@ -197,13 +191,12 @@ export async function runPipeline(
     }
     layers.push(await measureLayer(layer, opts.data, opts.outDir, opts.progress));
   }
-  opts.onLayers?.(layers);
   const results: CaseResult[] = [];
   for (const [i, c] of cases.entries()) {
     const lr = layers.find((l) => l.layer === c.layer)!;
     const r = await runCase(c, i + 1, cases.length, lr, opts);
     results.push(r);
-    await opts.onCase?.(r, i + 1, cases.length);
+    await opts.onCase?.(results, layers);
   }
   return { layers, cases: results };
 }

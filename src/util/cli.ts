@@ -1,4 +1,5 @@
 /** Shared plumbing of the CLI entry points in tasks/. */
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { MonobenchError } from "./errors.ts";
 
 /** Where a CLI writes: stdout lines and stderr lines (replaceable in tests). */
@@ -24,5 +25,20 @@ export async function runCli(body: () => Promise<number>, io: Io = defaultIo): P
     }
     io.err(`monobench: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     return 3;
+  }
+}
+
+/**
+ * `node:util` parseArgs in strict mode for `deno task <task>`; its errors (unknown option, missing
+ * value) become MonobenchErrors that point at `--help`.
+ */
+export function parseOptions<T extends ParseArgsConfig>(
+  task: string,
+  config: T,
+): ReturnType<typeof parseArgs<T & { strict: true }>> {
+  try {
+    return parseArgs({ ...config, strict: true });
+  } catch (e) {
+    throw new MonobenchError((e as Error).message, `see deno task ${task} --help`);
   }
 }

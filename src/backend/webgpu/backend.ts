@@ -84,6 +84,8 @@ export class WebGpuBackend implements Backend {
     readonly name: string,
     readonly description: string,
     opts: EngineOptions = {},
+    /** Runs on a software adapter (see `isSoftwareAdapter`). */
+    readonly software = false,
   ) {
     this.engine = new Engine(device, opts);
   }
@@ -1030,5 +1032,5 @@ export async function createWebGpuBackend(
   opts: WebGpuOptions = {},
 ): Promise<WebGpuBackend> {
   const dev = await acquireDevice(kind, opts);
-  return new WebGpuBackend(dev.device, kind, dev.description, opts);
+  return new WebGpuBackend(dev.device, kind, dev.description, opts, dev.software);
 }

@@ -27,6 +27,13 @@ export interface AcquiredDevice {
   device: GPUDevice;
   adapter: GPUAdapter;
   description: string;
+  /** A software adapter (Mesa llvmpipe / lavapipe, SwiftShader, WARP): the CPU running WGSL. */
+  software: boolean;
+}
+
+/** Whether an adapter description names a software adapter (fallback flag or a known CPU driver). */
+export function isSoftwareAdapter(description: string): boolean {
+  return /fallback\/software adapter|llvmpipe|lavapipe|swiftshader|softpipe|warp/i.test(description);
 }
 
 /** Limits requested at the adapter's maximum (or minimum, for alignments). */
@@ -128,5 +135,6 @@ export async function acquireDevice(kind: GpuKind, opts: DeviceOptions = {}): Pr
   } catch (e) {
     throw new MonobenchError(`${kind}: requestDevice failed: ${errMsg(e)}`, hint);
   }
-  return { kind, device, adapter, description: describeAdapter(kind, adapter) };
+  const description = describeAdapter(kind, adapter);
+  return { kind, device, adapter, description, software: isSoftwareAdapter(description) };
 }
