@@ -1,6 +1,7 @@
 /**
- * `deno task import`: convert your own arrays (.npy, raw float32, CSV) into activation stores,
- * or build a whole data manifest for `deno task reproduce --data` / `deno task measure --data`.
+ * `deno task import`: convert your own arrays (.npy, torch.save .pt, raw float32, CSV) into
+ * activation stores, or build a whole data manifest for `deno task reproduce --data` /
+ * `deno task measure --data`.
  * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
  */
 import { defaultIo, type Io, parseOptions, runCli } from "../src/util/cli.ts";
@@ -32,16 +33,22 @@ Usage:
 Inputs (one [N, D] matrix per file, one row per image)
   .npy                NumPy arrays: float32 / float16 / float64 (stored as float32), C or Fortran
                       order, format 1.0–3.0 (e.g. numpy.save("acts.npy", t.float().numpy()))
+  .pt .pth            torch.save files holding one 2-D tensor: float32 / float16 / bfloat16 /
+                      float64, contiguous or strided (torch ≥ 1.6 ZIP format, read without Python),
+                      e.g. the reference's save_activations.py parts and encode_images.py output
   .bin .raw .f32 .dat raw little-endian float32, needs --shape
   .csv                numbers only, comma-separated; --header skips one header line
   Names may use * and ? (quote them); matches are taken in natural order (part2 before part10).
+  A directory stands for its …_part<N>.pt / .pth / .npy files, sorted by N (files starting with
+  "all" skipped), as save_activations.py writes an activations folder. Files are streamed: one
+  part at a time, never all of them in memory.
 
 Options
   --out DIR           the store directory (store mode); in manifest mode the directory for
                       the stores (default: <manifest name>-stores next to the manifest)
   --dtype T           f32 (default) or f16 (half the disk; values beyond ±65504 are refused)
   --meta KEY=VALUE    free-form metadata recorded in the store header (repeatable)
-  --format F          npy | raw | csv: override the extension-based detection
+  --format F          npy | pt | raw | csv: override the extension-based detection
   --shape N,D         shape of each raw float32 file; auto,D infers N from the file size
   --header            CSV: skip the first line
   --parts             sort the inputs by part number (…_part{n}…, as the reference's shards)
@@ -50,8 +57,8 @@ Options
 Manifest mode
   --manifest FILE     the manifest JSON to write (store paths in it are relative to it)
   --layer SPEC        LAYER:train=FILES,eval=FILES[,source=NAME] (repeatable); LAYER is one of
-                      11, 17, 22, 23, last; FILES is a file or a+b+c (concatenated); NAME
-                      records your model's own layer name
+                      11, 17, 22, 23, last; FILES is a file, a folder of parts or a+b+c
+                      (concatenated); NAME records your model's own layer name
   --similarity S      NAME=FILES: embeddings of the eval images from a similarity encoder, e.g.
                       dinov2=emb/dinov2_val.npy (repeatable; same images, same order as eval)
   --description TEXT  one line describing the data, shown in reports
@@ -59,6 +66,8 @@ Manifest mode
 
 Examples
   deno task import --out stores/last-val acts/imagenet_val_activations_last_part*.npy --parts
+  deno task import --out stores/last-train \\
+      activations_dir/raw/imagenet_train_activations_clip-vit-large-patch14-336_-1_post_projection
   deno task import --out stores/x --shape auto,1024 --dtype f16 x.bin --meta model=clip-vit-l-336
   deno task import --manifest data/clip.json \\
       --layer last:train=acts/last_train.npy,eval=acts/last_val.npy,source=post_projection \\

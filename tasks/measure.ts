@@ -1,6 +1,7 @@
 /**
- * `deno task measure`: measure an existing SAE checkpoint (a monobench one, or a SAELens
- * jumprelu / topk / standard SAE) on your activations: MS per similarity source, R² / FVE,
+ * `deno task measure`: measure an existing SAE checkpoint (a monobench one, a SAELens
+ * jumprelu / topk / standard SAE, or a dictionary_learning BatchTopKSAE /
+ * MatroyshkaBatchTopKSAE `ae.pt` as the reference code saves it) on your activations: MS per similarity source, R² / FVE,
  * L0, dead latents, and the raw-neuron MS of the same layer.
  * Exit codes: 0 ok, 2 bad input/options, 3 unexpected error.
  */
@@ -18,20 +19,26 @@ import { check } from "../src/util/errors.ts";
 export const HELP = `monobench measure — MS, R², L0 and dead latents of an existing SAE checkpoint
 
 Usage:
-  deno task measure --sae DIR --data MANIFEST.json [--layer L] [options]
-  deno task measure --sae DIR --acts STORE --similarity NAME=STORE... [options]
+  deno task measure --sae SAE --data MANIFEST.json [--layer L] [options]
+  deno task measure --sae SAE --acts STORE --similarity NAME=STORE... [options]
 
 The SAE
-  --sae DIR           checkpoint directory: cfg.json + sae_weights.safetensors, from monobench
+  --sae SAE           a checkpoint directory: cfg.json + sae_weights.safetensors, from monobench
                       (results/<run>/cases/<id>/sae) or SAELens (architecture jumprelu with one
-                      shared threshold, topk, standard; normalize_activations "none")
+                      shared threshold, topk, standard; normalize_activations "none");
+                      or a dictionary_learning BatchTopKSAE / MatroyshkaBatchTopKSAE checkpoint
+                      as the reference code writes it: an ae.pt / ae_<step>.pt file, or its
+                      trainer_0 folder (config.json, ae.pt, checkpoints/ae_<step>.pt)
+  --step S            in a trainer_0 folder: checkpoints/ae_S.pt (default 100000, what the
+                      paper's scripts load) or "final" for ae.pt
 Data (evaluation split; the same images, in the same order, in every file)
   --data FILE         a data manifest (see deno task import --manifest); uses the eval split of
   --layer L           layer L (11, 17, 22, 23, last; optional when the manifest has one layer)
                       and every similarity source of the manifest
-  --acts STORE        activations [N, d]: an activation store directory, or a .npy / .csv file
+  --acts STORE        activations [N, d]: an activation store directory, a .npy / .pt / .csv
+                      file, or a folder of save_activations.py parts (…_part<N>.pt)
   --similarity S      NAME=STORE: embeddings [N, D] of the same images from a similarity encoder
-                      (store, .npy or .csv; repeatable). Without any, MS is skipped.
+                      (store, .npy, .pt or .csv; repeatable). Without any, MS is skipped.
 Options
   --backend NAME      ${BACKEND_NAMES.join(" | ")} (default: auto)
   --no-threshold      use the training activation (batch top-K) instead of the thresholded
@@ -44,6 +51,9 @@ Options
 Example
   deno task measure --sae results/default-x/cases/last-matryoshka-x4-k20/sae \\
       --data data/clip.json --layer last --out measure.json --scores scores.csv
+  deno task measure --sae checkpoints_dir/matroyshka_batch_top_k_20_x4/<acts>_matroyshka_batch_top_k_20_x4/trainer_0 \\
+      --acts activations_dir/raw/imagenet_val_activations_clip-vit-large-patch14-336_-1_post_projection \\
+      --similarity dinov2=embeddings_dir/imagenet_val_embeddings_dinov2-base.pt
 `;
 
 /** Run the CLI (throws MonobenchError on bad input). */
@@ -53,6 +63,7 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
     allowPositionals: false,
     options: {
       sae: { type: "string" },
+      step: { type: "string" },
       data: { type: "string" },
       layer: { type: "string" },
       acts: { type: "string" },
@@ -70,7 +81,15 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
     io.out(HELP);
     return 0;
   }
-  check(v.sae !== undefined, "--sae DIR is required", "see deno task measure --help");
+  check(v.sae !== undefined, "--sae is required", "see deno task measure --help");
+  let step: number | "final" | undefined;
+  if (v.step !== undefined) {
+    step = v.step === "final" ? "final" : Number(v.step);
+    check(
+      step === "final" || (Number.isSafeInteger(step) && step >= 0),
+      `--step must be a checkpoint step (e.g. 100000) or "final", got "${v.step}"`,
+    );
+  }
   check(
     (BACKEND_NAMES as readonly string[]).includes(v.backend!),
     `unknown backend "${v.backend}"`,
@@ -97,7 +116,7 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
   }
 
   // The SAE first: cheap, and the most likely thing to be wrong.
-  const sae = await loadSaeForMeasure(v.sae);
+  const sae = await loadSaeForMeasure(v.sae, { step });
 
   let acts: Matrix;
   let similarity: { name: string; matrix: Matrix }[];

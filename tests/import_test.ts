@@ -12,6 +12,8 @@ import {
   partNumber,
   sortByPart,
 } from "../src/io/import.ts";
+import { decodeNpy } from "../src/io/npy.ts";
+import { StoreWriter } from "../src/io/store_writer.ts";
 import { manifestData } from "../src/run/data.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 import { Rng } from "../src/util/rng.ts";
@@ -96,9 +98,13 @@ Deno.test("import: raw float32 with --shape, and size mismatches explained", asy
     assert.deepEqual((await loadArrays([join(dir, "y.data")], { format: "raw", shape: [-1, 6] })).data, x);
     await assert.rejects(loadArrays([join(dir, "y.data")]), mbErr(/cannot tell the format/, /--format/));
     await Deno.writeFile(join(dir, "acts_part0.pt"), new Uint8Array(8));
-    await assert.rejects(loadArrays([join(dir, "acts_part0.pt")]), mbErr(/PyTorch/, /numpy\.save/));
+    await assert.rejects(
+      loadArrays([join(dir, "acts_part0.pt")]),
+      mbErr(/acts_part0\.pt: not a torch\.save file/, /torch\.save\(obj, path\)/),
+    );
     await assert.rejects(loadArrays([join(dir, "nope.npy")]), mbErr(/input file not found: .*nope\.npy/));
-    await assert.rejects(loadArrays([dir + "/"], { format: "npy" }), mbErr(/is a directory/, /--parts/));
+    await Deno.mkdir(join(dir, "empty"));
+    await assert.rejects(loadArrays([join(dir, "empty")]), mbErr(/empty holds no part files/));
   });
   assert.deepEqual(parseShape("50000,1024"), [50000, 1024]);
   assert.deepEqual(parseShape("auto,8"), [-1, 8]);
@@ -411,5 +417,189 @@ Deno.test("import: writeStore interplay — importing into an empty directory wo
     // A store written by writeStore directly is "an existing store" for import.
     await writeStore(join(dir, "w"), new Float32Array(4), 2, 2);
     await assert.rejects(importStore([join(dir, "a.npy")], join(dir, "w")), mbErr(/already holds/));
+  });
+});
+
+// ---- torch.save inputs (fixtures written by real PyTorch: fixtures/torch/make_fixtures.py) ------
+
+const TORCH = new URL("../fixtures/torch/", import.meta.url).pathname;
+const PARTS_F32 = join(TORCH, "parts", "f32");
+const fixtureNpy = async (name: string) =>
+  decodeNpy(await Deno.readFile(join(TORCH, "expected", name)), name).data;
+
+Deno.test("import: torch.save parts (float32 and float16), a folder of parts, as save_activations.py writes them", async () => {
+  const x = await fixtureNpy("x.npy"), x16 = await fixtureNpy("x_f16.npy");
+  // A folder of parts: sorted by part number (part1, part2, part10), not by name.
+  const a = await loadArrays([PARTS_F32]);
+  assert.deepEqual([a.n, a.d], [64, 8]);
+  assert.deepEqual(a.data, x);
+  assert.deepEqual(a.inputs.map((i) => i.n), [20, 24, 20]);
+  assert.match(a.inputs[2].describe, /_part10\.pt: 20 × 8 float32 \(torch\.save\)$/);
+  // A glob with --parts, in float16: exactly torch's float16 → float32 values.
+  const h = await loadArrays([join(TORCH, "parts", "f16", "*_part*.pt")], { parts: true });
+  assert.deepEqual(h.data, x16);
+  assert.match(h.inputs[0].describe, /float16/);
+  // Strided, bfloat16, float64 single files; 3-D, 1-D and dicts are refused.
+  const t = await loadArrays([join(TORCH, "tensors", "transposed.pt")]);
+  assert.deepEqual([t.n, t.d], [8, 6]);
+  assert.match(t.inputs[0].describe, /strided/);
+  await assert.rejects(
+    loadArrays([join(TORCH, "tensors", "rank3.pt")]),
+    mbErr(/2-D tensor \[N, D\]/, /CLS token/),
+  );
+  await assert.rejects(
+    loadArrays([join(TORCH, "tensors", "dict.pt")]),
+    mbErr(/expected a single tensor \[N, D\], found a dict \(keys: w, w_t/),
+  );
+  await assert.rejects(
+    loadArrays([join(TORCH, "tensors", "nan.pt")]),
+    mbErr(/nan\.pt: tensor of shape \[3, 4\] float32: non-finite value NaN at row 1, column 2/),
+  );
+  await assert.rejects(
+    loadArrays([join(TORCH, "tensors", "legacy.pt")]),
+    mbErr(/legacy \(pre-1\.6, non-ZIP\)/),
+  );
+  await withTmp(async (dir) => {
+    await Deno.mkdir(join(dir, "mixed"));
+    await Deno.copyFile(
+      join(PARTS_F32, "imagenet_val_activations_clip-vit-large-patch14-336_-1_post_projection_part1.pt"),
+      join(dir, "mixed", "a_part1.pt"),
+    );
+    await Deno.writeFile(join(dir, "mixed", "a_part2.npy"), npy(1, 8, new Float32Array(8)));
+    await assert.rejects(loadArrays([join(dir, "mixed")]), mbErr(/mixes \.npy and \.pt part files/));
+    await Deno.remove(join(dir, "mixed", "a_part2.npy"));
+    await Deno.writeFile(join(dir, "mixed", "extra.pt"), new Uint8Array(4));
+    await assert.rejects(loadArrays([join(dir, "mixed")]), mbErr(/extra\.pt: no part number/));
+    // Symbolic links (a Hugging Face download links files into its cache) are followed.
+    await Deno.mkdir(join(dir, "links"));
+    for (const p of [1, 2, 10]) {
+      const name = `imagenet_val_activations_clip-vit-large-patch14-336_-1_post_projection_part${p}.pt`;
+      await Deno.symlink(join(PARTS_F32, name), join(dir, "links", name));
+    }
+    assert.deepEqual((await loadArrays([join(dir, "links")])).data, await fixtureNpy("x.npy"));
+    // Files starting with "all" are skipped, as the reference's ActivationsDataset does.
+    await Deno.rename(join(dir, "mixed", "extra.pt"), join(dir, "mixed", "all_parts.pt"));
+    assert.equal((await loadArrays([join(dir, "mixed")])).n, 20);
+  });
+});
+
+Deno.test("import: thousands of small .pt parts stream into a store identical to writeStore's", async () => {
+  await withTmp(async (dir) => {
+    // 1500 parts cycling through the three fixture parts (20, 24, 20 rows), named part1..part1500.
+    const src = [1, 2, 10].map((p) =>
+      join(PARTS_F32, `imagenet_val_activations_clip-vit-large-patch14-336_-1_post_projection_part${p}.pt`)
+    );
+    const x = await fixtureNpy("x.npy");
+    const blocks = [x.subarray(0, 160), x.subarray(160, 352), x.subarray(352)];
+    const parts = join(dir, "acts");
+    await Deno.mkdir(parts);
+    const want: number[] = [];
+    for (let i = 1; i <= 1500; i++) {
+      await Deno.copyFile(src[i % 3], join(parts, `acts_part${i}.pt`));
+      want.push(...blocks[i % 3]);
+    }
+    const out = join(dir, "store");
+    const { header } = await importStore([parts], out, { shardRows: 4096 });
+    assert.equal(header.n, want.length / 8);
+    assert.equal(header.shards.length, Math.ceil(header.n / 4096));
+    const s = await ActivationStore.open(out);
+    await s.verify();
+    assert.deepEqual(s.all(), Float32Array.from(want), "rows in part-number order");
+    // Byte-identical to a store written in one go (same shards and content hash).
+    const ref = await writeStore(join(dir, "ref"), Float32Array.from(want), header.n, 8, {
+      shardRows: 4096,
+      meta: header.meta,
+    });
+    assert.equal(header.sha256, ref.sha256);
+    assert.deepEqual(header, ref);
+    for (const sh of header.shards) {
+      assert.deepEqual(
+        await Deno.readFile(join(out, sh.file)),
+        await Deno.readFile(join(dir, "ref", sh.file)),
+      );
+    }
+    assert.equal(
+      await Deno.readTextFile(join(out, "header.json")),
+      await Deno.readTextFile(join(dir, "ref", "header.json")),
+    );
+  });
+});
+
+Deno.test("import: the streaming store writer matches writeStore (f32, f16, shard sizes) and is atomic", async () => {
+  await withTmp(async (dir) => {
+    const x = randomMatrix(37, 5, 11);
+    for (const dtype of ["f32", "f16"] as const) {
+      for (const shardRows of [1, 7, 37, 100]) {
+        const w = await StoreWriter.create(join(dir, `w-${dtype}-${shardRows}`), 37, 5, {
+          dtype,
+          shardRows,
+          meta: { a: 1 },
+        });
+        for (const [a, b] of [[0, 3], [3, 4], [4, 20], [20, 37]]) await w.append(x.subarray(a * 5, b * 5));
+        const h = await w.finish();
+        const r = await writeStore(join(dir, `r-${dtype}-${shardRows}`), x, 37, 5, {
+          dtype,
+          shardRows,
+          meta: { a: 1 },
+        });
+        assert.deepEqual(h, r, `${dtype} ${shardRows}`);
+        await (await ActivationStore.open(join(dir, `w-${dtype}-${shardRows}`))).verify();
+      }
+    }
+    // Failures leave no trace and keep an existing store; too many / too few rows are refused.
+    const before = await ls(dir);
+    const w = await StoreWriter.create(join(dir, "w-f32-7"), 2, 5);
+    await assert.rejects(w.append(new Float32Array(15)), mbErr(/more than the announced 2 rows/));
+    await w.abort();
+    const w2 = await StoreWriter.create(join(dir, "w-f32-7"), 2, 5);
+    await w2.append(new Float32Array(5));
+    await assert.rejects(w2.finish(), mbErr(/1 rows written, 2 announced/));
+    const w3 = await StoreWriter.create(join(dir, "big16"), 1, 2, { dtype: "f16" });
+    await assert.rejects(w3.append(Float32Array.from([1, 1e6])), mbErr(/overflows float16/));
+    await w3.abort();
+    assert.deepEqual(await ls(dir), before);
+    assert.deepEqual((await ActivationStore.open(join(dir, "w-f32-7"))).all(), x);
+  });
+});
+
+Deno.test("import: manifest from the reference's .pt folders and an embeddings .pt (CLI)", async () => {
+  await withTmp(async (dir) => {
+    const manifest = join(dir, "clip.json");
+    const emb = join(TORCH, "parts", "imagenet_val_embeddings_dinov2-base.pt");
+    const { io, err } = capture();
+    const code = await main([
+      "--manifest",
+      manifest,
+      "--layer",
+      `last:train=${join(TORCH, "parts", "f16")},eval=${PARTS_F32},source=post_projection`,
+      "--similarity",
+      `dinov2=${emb}`,
+    ], io);
+    assert.equal(code, 0, err.join("\n"));
+    const data = await manifestData(manifest);
+    assert.deepEqual(data.layers[0].eval.all(), await fixtureNpy("x.npy"));
+    assert.deepEqual(data.layers[0].train.all(), await fixtureNpy("x_f16.npy"));
+    assert.deepEqual(data.similarity[0].eval.all(), await fixtureNpy("emb.npy"));
+    assert.deepEqual(
+      data.layers[0].eval.header.meta.import,
+      {
+        tool: "monobench import",
+        files: [1, 2, 10].map((p, i) => ({
+          file: `imagenet_val_activations_clip-vit-large-patch14-336_-1_post_projection_part${p}.pt`,
+          rows: [20, 24, 20][i],
+          format: "pt",
+        })),
+      },
+    );
+    // A legacy file: exit 2, one line and a hint, nothing written.
+    const e = capture();
+    assert.equal(await main(["--out", join(dir, "s"), join(TORCH, "tensors", "legacy.pt")], e.io), 2);
+    assert.deepEqual(e.err.length, 2);
+    assert.match(
+      e.err[0],
+      /^monobench: .*legacy\.pt: legacy \(pre-1\.6, non-ZIP\) torch\.save format is not supported$/,
+    );
+    assert.match(e.err[1], /^hint: in Python: torch\.save\(torch\.load\(path\), path\)/);
+    assert.deepEqual(await ls(dir), ["clip-stores", "clip.json"]);
   });
 });

@@ -198,7 +198,7 @@ Deno.test("measure: hand-built identity SAE — exact R², L0, dead latents; MS 
     }
     const noSae = await run(["--acts", join(dir, "acts")]);
     assert.equal(noSae.code, 2);
-    assert.match(noSae.err, /--sae DIR is required/);
+    assert.match(noSae.err, /--sae is required/);
     // Without similarity sources, reconstruction metrics only.
     const bare = await run([...sae, "--acts", join(dir, "acts")]);
     assert.equal(bare.code, 0, bare.err);
@@ -379,7 +379,7 @@ Deno.test("measure: CLI as a subprocess — exit code 2 and a one-line message f
     }).output();
     const stderr = new TextDecoder().decode(p.stderr);
     assert.equal(p.code, 2, stderr);
-    assert.match(stderr, /^monobench: no SAE checkpoint in .*nothing \(missing cfg\.json\)$/m);
+    assert.match(stderr, /^monobench: SAE checkpoint not found: .*nothing$/m);
     assert.match(stderr, /^hint: --sae takes a directory with cfg\.json/m);
     const help = await main(["--help"], capture().io);
     assert.equal(help, 0);

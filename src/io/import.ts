@@ -4,20 +4,28 @@
  *
  * Inputs (one [N, D] matrix per file; several files are concatenated row-wise, in order):
  * - NumPy `.npy` (see ./npy.ts: `<f4`, `<f2`, `<f8`, C or Fortran order, format 1.0–3.0);
+ * - PyTorch `.pt` / `.pth` written by torch.save (see ./pt.ts: one 2-D float32 / float16 /
+ *   bfloat16 / float64 tensor, contiguous or strided), as the reference's save_activations.py
+ *   and encode_images.py write them;
  * - raw little-endian float32 (`.bin`, `.raw`, `.f32`, `.dat`, or `format: "raw"`) with a shape
  *   `[N, D]` given by the caller (N = -1: from the file size), applying to each raw file;
  * - CSV of numbers only (`.csv`, or `format: "csv"`), comma-separated, optionally with one
  *   header line to skip.
  * A path whose file name contains `*` or `?` is expanded in its directory (natural order, so
- * `x_part2` precedes `x_part10`). With `parts`, all inputs are sorted by their part number
- * (`…_part{n}…`, as the reference's `_part{n}.pt` shards, else the last number in the name).
+ * `x_part2` precedes `x_part10`). A directory stands for the part files in it (`…_part{n}.pt`,
+ * `.pth` or `.npy`, sorted by n, files starting with "all" skipped — as the reference's
+ * ActivationsDataset reads an activations folder). With `parts`, all inputs are sorted by their
+ * part number (`…_part{n}…`, else the last number in the name).
  *
- * Every store is written atomically; a manifest import stages all stores first and swaps them
- * (and then the manifest) into place only when every input converted cleanly, so a failed
- * import leaves existing stores and manifests untouched.
+ * Inputs are streamed: only their headers are read up front, then each one is read a block at
+ * a time into a streaming store writer (./store_writer.ts), so thousands of small parts (or
+ * one large file) never sit in memory together. Every store is written atomically; a manifest
+ * import stages all stores first and swaps them (and then the manifest) into place only when
+ * every input converted cleanly, so a failed import leaves existing stores and manifests
+ * untouched.
  */
 import { basename, dirname, extname, join, relative, resolve, sep as SEPARATOR } from "node:path";
-import { ActivationStore, type StoreDType, type StoreHeader, writeStore } from "../data/store.ts";
+import { ActivationStore, type StoreDType, type StoreHeader } from "../data/store.ts";
 import { atomicWrite } from "../report/atomic.ts";
 import { PAPER_LAYERS, type PaperLayer } from "../types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
@@ -27,11 +35,19 @@ import {
   rawInfo,
   type ReadIntoOptions,
   readNpyHeader,
-  readNpyInto,
+  streamNpyRows,
 } from "./npy.ts";
+import { openPt, ptMatrix, streamPtRows } from "./pt.ts";
+import { listDir } from "./fsutil.ts";
+import { StoreWriter } from "./store_writer.ts";
 
-export type InputFormat = "npy" | "raw" | "csv";
-export const INPUT_FORMATS: readonly InputFormat[] = ["npy", "raw", "csv"];
+export type InputFormat = "npy" | "pt" | "raw" | "csv";
+export const INPUT_FORMATS: readonly InputFormat[] = ["npy", "pt", "raw", "csv"];
+
+/** Rows per streamed block: about 4 MiB of float32. */
+function blockRows(d: number): number {
+  return Math.max(1, Math.floor((4 << 20) / (4 * d)));
+}
 
 export interface InputOptions extends ReadIntoOptions {
   /** Force the format of every input (default: from the file extension). */
@@ -54,6 +70,11 @@ export interface ArrayInput {
   describe: string;
   /** Read the rows into `out` (row-major, `d` columns) starting at row `rowOffset`. */
   read(out: Float32Array, rowOffset: number): Promise<void>;
+  /** Read the rows in order, in blocks of at most `maxRows` (the buffer is reused). */
+  stream(
+    maxRows: number,
+    sink: (rows: Float32Array, first: number, count: number) => Promise<void>,
+  ): Promise<void>;
 }
 
 /** Concatenated data of several inputs. */
@@ -70,14 +91,9 @@ function formatOf(path: string, opts: InputOptions): InputFormat {
   if (opts.format) return opts.format;
   const ext = extname(path).toLowerCase();
   if (ext === ".npy") return "npy";
+  if (ext === ".pt" || ext === ".pth") return "pt";
   if (ext === ".csv") return "csv";
   if (RAW_EXT.has(ext)) return "raw";
-  if (ext === ".pt" || ext === ".pth") {
-    throw new MonobenchError(
-      `${path}: PyTorch files cannot be read directly`,
-      "convert each shard in Python: numpy.save(path.replace('.pt', '.npy'), torch.load(path).float().numpy())",
-    );
-  }
   if (ext === ".npz") {
     throw new MonobenchError(
       `${path}: .npz archives are not supported`,
@@ -86,7 +102,7 @@ function formatOf(path: string, opts: InputOptions): InputFormat {
   }
   throw new MonobenchError(
     `${path}: cannot tell the format from the extension "${ext}"`,
-    `name files .npy, .csv or .bin (raw float32), or pass --format ${INPUT_FORMATS.join("|")}`,
+    `name files .npy, .pt, .csv or .bin (raw float32), or pass --format ${INPUT_FORMATS.join("|")}`,
   );
 }
 
@@ -101,7 +117,8 @@ async function statFile(path: string): Promise<Deno.FileInfo> {
   if (st.isDirectory) {
     throw new MonobenchError(
       `${path} is a directory, expected a file`,
-      `pass the files themselves, e.g. "${join(path, "*.npy")}" (quoted) with --parts`,
+      `pass the files themselves, e.g. "${join(path, "*.npy")}" (quoted) with --parts, or the directory ` +
+        "of part files without --format",
     );
   }
   return st;
@@ -112,14 +129,26 @@ function npyInput(path: string, info: NpyInfo, format: InputFormat, opts: InputO
   const desc = format === "raw"
     ? `${path}: ${n} × ${d} float32 (raw)`
     : `${path}: ${n} × ${d} ${info.descr} (npy ${info.version}, ${info.fortran ? "Fortran" : "C"} order)`;
-  return {
-    path,
-    format,
-    n,
-    d,
-    describe: desc,
-    read: (out, rowOffset) => readNpyInto(path, info, out, rowOffset, opts),
-  };
+  const stream = (maxRows: number, sink: (r: Float32Array, first: number, count: number) => Promise<void>) =>
+    streamNpyRows(
+      path,
+      info,
+      opts.chunkBytes ? Math.max(1, Math.floor(opts.chunkBytes / (4 * d))) : maxRows,
+      sink,
+    );
+  return { path, format, n, d, describe: desc, read: readVia(stream, d), stream };
+}
+
+/** `read` on top of `stream`. */
+function readVia(
+  stream: ArrayInput["stream"],
+  d: number,
+): (out: Float32Array, rowOffset: number) => Promise<void> {
+  return (out, rowOffset) =>
+    stream(blockRows(d), (rows, first) => {
+      out.set(rows, (rowOffset + first) * d);
+      return Promise.resolve();
+    });
 }
 
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -188,6 +217,21 @@ export async function openInput(path: string, opts: InputOptions = {}): Promise<
   const format = formatOf(path, opts);
   const st = await statFile(path);
   if (format === "npy") return npyInput(path, await readNpyHeader(path), format, opts);
+  if (format === "pt") {
+    const t = ptMatrix(await openPt(path));
+    const [n, d] = t.shape;
+    const contiguous = t.stride[1] === 1 && t.stride[0] === d;
+    const stream: ArrayInput["stream"] = (maxRows, sink) => streamPtRows(t, maxRows, sink);
+    return {
+      path,
+      format,
+      n,
+      d,
+      describe: `${path}: ${n} × ${d} ${t.dtype} (torch.save${contiguous ? "" : ", strided"})`,
+      read: readVia(stream, d),
+      stream,
+    };
+  }
   if (format === "raw") {
     const shape = opts.shape;
     if (!shape) {
@@ -233,6 +277,12 @@ export async function openInput(path: string, opts: InputOptions = {}): Promise<
     throw new MonobenchError(`cannot read ${path}: ${(e as Error).message}`);
   }
   const csv = parseCsvFile(path, text, opts.header ?? false);
+  const stream: ArrayInput["stream"] = async (maxRows, sink) => {
+    for (let r = 0; r < csv.n; r += maxRows) {
+      const cnt = Math.min(maxRows, csv.n - r);
+      await sink(csv.data.subarray(r * csv.d, (r + cnt) * csv.d), r, cnt);
+    }
+  };
   return {
     path,
     format,
@@ -243,6 +293,7 @@ export async function openInput(path: string, opts: InputOptions = {}): Promise<
       out.set(csv.data, rowOffset * csv.d);
       return Promise.resolve();
     },
+    stream,
   };
 }
 
@@ -298,24 +349,55 @@ function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${esc}$`);
 }
 
-/** Expand `*` / `?` in file names (not in directory names); natural order. */
+const PART_EXT = new Set([".pt", ".pth", ".npy"]);
+
+/**
+ * The part files of a directory, as the reference's ActivationsDataset takes them: `.pt`,
+ * `.pth` (or `.npy`) files not starting with "all", sorted by the number after `_part`.
+ */
+export async function partFiles(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const e of await listDir(dir)) {
+    if (e.isFile && PART_EXT.has(extname(e.name).toLowerCase()) && !e.name.startsWith("all")) {
+      found.push(e.name);
+    }
+  }
+  check(
+    found.length > 0,
+    `${dir} holds no part files (…_part<N>.pt, .pth or .npy)`,
+    "give the files themselves, or a directory as save_activations.py writes it",
+  );
+  const exts = new Set(found.map((f) => extname(f).toLowerCase() === ".npy" ? "npy" : "pt"));
+  check(exts.size === 1, `${dir} mixes .npy and .pt part files`, "keep one format per directory");
+  for (const f of found) {
+    check(
+      /_part\d+\.[^.]+$/i.test(f),
+      `${join(dir, f)}: no part number (expected "…_part<N>${extname(f)}" in a directory of parts)`,
+      "move other files out of the directory, or list the files explicitly",
+    );
+  }
+  return sortByPart(found.map((f) => join(dir, f)));
+}
+
+/**
+ * Expand `*` / `?` in file names (not in directory names; natural order) and directories into
+ * their part files ({@link partFiles}).
+ */
 export async function expandInputs(paths: string[]): Promise<string[]> {
   const out: string[] = [];
   for (const p of paths) {
     const name = basename(p);
     if (!/[*?]/.test(name)) {
-      out.push(p);
+      const st = await exists(p);
+      if (st?.isDirectory && !(await exists(join(p, "header.json")))) out.push(...await partFiles(p));
+      else out.push(p);
       continue;
     }
     check(!/[*?]/.test(dirname(p)), `${p}: wildcards are only supported in the file name`);
     const dir = dirname(p);
     const re = globToRegExp(name);
     const found: string[] = [];
-    try {
-      for await (const e of Deno.readDir(dir)) if (e.isFile && re.test(e.name)) found.push(e.name);
-    } catch (e) {
-      throw new MonobenchError(`cannot list ${dir} for ${p}: ${(e as Error).message}`);
-    }
+    for (const e of await listDir(dir)) if (e.isFile && re.test(e.name)) found.push(e.name);
     check(found.length > 0, `no file matches ${p}`);
     found.sort(naturalCompare);
     for (const f of found) out.push(dir === "." && !p.startsWith(`.${SEPARATOR}`) ? f : join(dir, f));
@@ -350,6 +432,28 @@ export async function openInputs(
     }
   }
   return inputs;
+}
+
+/** Stream opened inputs (concatenated in order) into a store at `dir` (see {@link StoreWriter}). */
+export async function writeInputs(
+  inputs: ArrayInput[],
+  dir: string,
+  opts: { dtype?: StoreDType; meta?: Record<string, unknown>; shardRows?: number } = {},
+): Promise<StoreHeader> {
+  check(inputs.length > 0, "no input files");
+  const d = inputs[0].d;
+  const n = inputs.reduce((s, x) => s + x.n, 0);
+  const w = await StoreWriter.create(dir, n, d, opts);
+  try {
+    for (const inp of inputs) {
+      check(inp.d === d, `${inp.path}: D = ${inp.d}, expected ${d}`);
+      await inp.stream(blockRows(d), (rows) => w.append(rows, inp.path));
+    }
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  return await w.finish();
 }
 
 /** Read and concatenate opened inputs. */
@@ -442,12 +546,10 @@ export async function importStore(
 ): Promise<{ header: StoreHeader; inputs: ArrayInput[] }> {
   await checkTarget(outDir, opts.overwrite ?? false);
   const inputs = await openInputs(paths, opts);
-  const a = await readInputs(inputs);
-  const header = await writeStore(outDir, a.data, a.n, a.d, {
+  const header = await writeInputs(inputs, outDir, {
     dtype: opts.dtype,
     meta: importMeta(inputs, opts.meta),
     shardRows: opts.shardRows,
-    replaceNonStore: false,
   });
   return { header, inputs };
 }
@@ -651,8 +753,7 @@ export async function importManifest(
     for (const p of planned) {
       const stage = `${p.dir}.import-${tag}.tmp`;
       log(`${p.role}: reading ${p.inputs.length} file(s)`);
-      const a = await readInputs(p.inputs);
-      const header = await writeStore(stage, a.data, a.n, a.d, {
+      const header = await writeInputs(p.inputs, stage, {
         dtype: opts.dtype,
         meta: { ...importMeta(p.inputs, opts.meta), ...p.meta },
         shardRows: opts.shardRows,
@@ -703,7 +804,10 @@ async function swapInto(stage: string, dir: string): Promise<void> {
   }
 }
 
-/** A matrix for `measure`: an activation store directory, or a .npy / .csv file read into memory. */
+/**
+ * A matrix for `measure`: an activation store directory, a .npy / .pt / .csv file, or a
+ * directory of part files, read into memory.
+ */
 export interface Matrix {
   /** Path as given. */
   path: string;
@@ -714,18 +818,28 @@ export interface Matrix {
   all(): Float32Array;
 }
 
-/** Open an activation store, or read a .npy/.csv file (through {@link loadArrays}). */
+/** Open an activation store, or read a .npy/.pt/.csv file or part directory ({@link loadArrays}). */
 export async function openMatrix(path: string, what: string): Promise<Matrix> {
   const st = await exists(path);
   if (!st) throw new MonobenchError(`${what}: not found: ${path}`);
-  if (st.isDirectory) {
+  if (st.isDirectory && (await exists(join(path, "header.json")))) {
     const s = await ActivationStore.open(path);
     return { path, n: s.n, d: s.d, sha256: s.sha256, all: () => s.all() };
   }
+  if (st.isDirectory) {
+    let any = false;
+    for (const e of await listDir(path)) {
+      if (e.isFile && PART_EXT.has(extname(e.name).toLowerCase())) any = true;
+    }
+    check(
+      any,
+      `${what}: ${path} is neither an activation store (no header.json) nor a directory of part files`,
+    );
+  }
   const ext = extname(path).toLowerCase();
   check(
-    ext === ".npy" || ext === ".csv",
-    `${what}: ${path} is neither an activation store directory nor a .npy/.csv file`,
+    st.isDirectory || [".npy", ".pt", ".pth", ".csv"].includes(ext),
+    `${what}: ${path} is neither an activation store directory nor a .npy/.pt/.csv file`,
     "convert other formats first with `deno task import`",
   );
   const a = await loadArrays([path], {}, what);

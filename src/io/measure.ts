@@ -1,6 +1,7 @@
 /**
- * Measure an existing SAE checkpoint (ours, or a SAELens jumprelu / topk / standard one) on an
- * evaluation set: per-latent MS for every similarity source (plus the raw neurons of the same
+ * Measure an existing SAE checkpoint (ours, a SAELens jumprelu / topk / standard one, or a
+ * dictionary_learning BatchTopKSAE / MatroyshkaBatchTopKSAE `ae.pt` as the reference code
+ * saves it) on an evaluation set: per-latent MS for every similarity source (plus the raw neurons of the same
  * layer for reference), R² / FVE variants, test-time L0 and dead latents — the numbers
  * `reproduce` reports for the SAEs it trains (src/run/pipeline.ts), for checkpoints you bring.
  */
@@ -15,12 +16,21 @@ import { encodeDataset } from "../train/encode.ts";
 import type { MsSummary } from "../types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
 import { jsonText } from "../util/json.ts";
+import { isDictLearningPath, loadDictLearningSae } from "./dictlearn.ts";
 import type { Matrix } from "./import.ts";
 
 /** What was loaded, for the report. */
 export interface SaeInfo {
+  /** The path given (checkpoint directory, trainer folder or .pt file). */
   dir: string;
-  /** SAELens architecture of cfg.json ("jumprelu", "topk", "standard"). */
+  /** Where the weights come from. */
+  format: "monobench" | "saelens" | "dictionary_learning";
+  /** The weights file actually read (cfg.json checkpoints: the directory). */
+  file: string;
+  /**
+   * SAELens architecture of cfg.json ("jumprelu", "topk", "standard"), or the
+   * dictionary_learning class ("BatchTopKSAE", "MatroyshkaBatchTopKSAE").
+   */
   architecture: string;
   /** The monobench variant it runs as. */
   variant: string;
@@ -33,7 +43,10 @@ export interface SaeInfo {
   normFactor: number;
   /** true for a monobench checkpoint (cfg.json has a "monobench" block). */
   monobench: boolean;
-  /** SAELens provenance fields of cfg.json, when present (model_name, hook_name, …). */
+  /**
+   * Provenance: SAELens fields of cfg.json when present (model_name, hook_name, …); for
+   * dictionary_learning the trainer config (trainer_class, lr, steps, …) and the checkpoint step.
+   */
   origin: Record<string, unknown>;
   /** Adjustments made while loading. */
   notes: string[];
@@ -46,19 +59,77 @@ export interface LoadedSae {
 
 const ORIGIN_KEYS = ["model_name", "hook_name", "hook_point", "hook_layer", "dataset_path", "context_size"];
 
+const DICT_ORIGIN_KEYS = [
+  "trainer_class",
+  "dict_class",
+  "lr",
+  "steps",
+  "auxk_alpha",
+  "warmup_steps",
+  "decay_start",
+  "threshold_beta",
+  "threshold_start_step",
+  "seed",
+  "group_fractions",
+  "group_weights",
+  "lm_name",
+  "layer",
+];
+
+/** Load a dictionary_learning checkpoint (file or trainer folder) for {@link measureSae}. */
+async function loadDictLearningForMeasure(path: string, step?: number | "final"): Promise<LoadedSae> {
+  const s = await loadDictLearningSae(path, { step });
+  const origin: Record<string, unknown> = { step: s.step ?? "final" };
+  if (s.configPath) origin.config = s.configPath;
+  for (const k of DICT_ORIGIN_KEYS) if (s.config?.[k] !== undefined) origin[k] = s.config[k];
+  if (s.groupSizes) origin.group_sizes = s.groupSizes;
+  return {
+    params: s.params,
+    info: {
+      dir: path,
+      format: "dictionary_learning",
+      file: s.file,
+      architecture: s.dictClass,
+      variant: s.variant,
+      d: s.d,
+      width: s.width,
+      k: s.k,
+      threshold: s.threshold >= 0 ? s.threshold : null,
+      normFactor: 1,
+      monobench: false,
+      origin,
+      notes: s.notes,
+    },
+  };
+}
+
 /**
- * Load a checkpoint with {@link loadSae} and adapt SAELens options it does not model:
+ * Load a checkpoint for {@link measureSae}: a dictionary_learning `ae.pt` file or trainer folder
+ * (`step` picks `checkpoints/ae_<step>.pt` there, default 100000, or "final" for ae.pt), else a
+ * cfg.json checkpoint through {@link loadSae}, adapting SAELens options it does not model:
  * `apply_b_dec_to_input: false` is folded into b_enc (b_enc + W_enc·b_dec, an exact rewrite);
  * `normalize_activations` other than "none" is refused (the scale is not in the weights).
  */
-export async function loadSaeForMeasure(dir: string): Promise<LoadedSae> {
+export async function loadSaeForMeasure(
+  dir: string,
+  opts: { step?: number | "final" } = {},
+): Promise<LoadedSae> {
+  if (await isDictLearningPath(dir)) return await loadDictLearningForMeasure(dir, opts.step);
   const loc = await checkpointLocation(dir);
   if (!loc) {
+    const st = await Deno.stat(dir).catch(() => null);
+    const trainer = await Deno.stat(join(dir, "trainer_0")).then((s) => s.isDirectory, () => false);
     throw new MonobenchError(
-      `no SAE checkpoint in ${dir} (missing ${CFG_FILE})`,
-      "--sae takes a directory with cfg.json and sae_weights.safetensors (e.g. results/<run>/cases/<id>/sae)",
+      st ? `no SAE checkpoint in ${dir} (missing ${CFG_FILE})` : `SAE checkpoint not found: ${dir}`,
+      trainer
+        ? `this is a dictionary_learning run folder: give its trainer_0 folder, --sae ${
+          join(dir, "trainer_0")
+        }`
+        : "--sae takes a directory with cfg.json and sae_weights.safetensors (e.g. results/<run>/cases/<id>/sae), " +
+          "or a dictionary_learning ae.pt / trainer_0 folder",
     );
   }
+  check(opts.step === undefined, "--step picks a checkpoint of a dictionary_learning trainer folder");
   let raw: Record<string, unknown> = {};
   try {
     raw = JSON.parse(await Deno.readTextFile(join(loc, CFG_FILE)));
@@ -101,6 +172,8 @@ export async function loadSaeForMeasure(dir: string): Promise<LoadedSae> {
     params,
     info: {
       dir,
+      format: monobench ? "monobench" : "saelens",
+      file: loc,
       architecture: arch,
       variant: params.cfg.variant,
       d: params.cfg.d,
@@ -295,7 +368,8 @@ export function formatMeasure(r: MeasureReport): string {
   const lines: string[] = [];
   const thr = s.threshold === null ? "" : ` threshold=${s.threshold.toPrecision(4)}`;
   const k = s.variant === "relu" || (!s.monobench && s.architecture === "jumprelu") ? "" : ` k=${s.k}`;
-  lines.push(`SAE      ${s.dir}: ${s.architecture} (${s.variant}) d=${s.d} width=${s.width}${k}${thr}`);
+  const name = s.format === "dictionary_learning" ? s.file : s.dir;
+  lines.push(`SAE      ${name}: ${s.architecture} (${s.variant}) d=${s.d} width=${s.width}${k}${thr}`);
   for (const n of s.notes) lines.push(`         note: ${n}`);
   const where = r.data.layer ? ` (layer ${r.data.layer} of ${r.data.manifest})` : "";
   lines.push(`data     ${r.data.acts}${where}: ${r.data.n} × ${r.data.d}`);

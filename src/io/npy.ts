@@ -455,3 +455,81 @@ export function decodeNpy(bytes: Uint8Array, what = "npy data"): { info: NpyInfo
   checkFiniteRows(out, 0, n, d, what);
   return { info, data: out };
 }
+
+/**
+ * Stream the rows of the .npy (or raw) data described by `info` as float32, in blocks of at
+ * most `maxRows` rows: `sink(rows, first, count)` (the buffer is reused between calls). C-order
+ * data is read block by block; Fortran-order data one column run per block and column, so
+ * memory stays at one block either way. Errors name the file, row and column.
+ */
+export async function streamNpyRows(
+  path: string,
+  info: NpyInfo,
+  maxRows: number,
+  sink: (rows: Float32Array, first: number, count: number) => Promise<void>,
+): Promise<void> {
+  const [n, d] = info.shape;
+  const item = ITEMSIZE[info.descr];
+  const block = Math.max(1, Math.min(maxRows, n));
+  const rows = new Float32Array(block * d);
+  const raw = new Uint8Array((info.fortran ? block : block * d) * item);
+  const tmp = new Float32Array(info.fortran ? block : 0);
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new MonobenchError(`cannot open ${path}: ${(e as Error).message}`);
+  }
+  // Decode `cnt` values of `bytes` into `out`; `at(i)` gives the (row, column) of value i.
+  const decode = (bytes: Uint8Array, out: Float32Array, cnt: number, at: (i: number) => [number, number]) => {
+    if (info.descr === "<f4") out.set(new Float32Array(bytes.buffer, 0, cnt));
+    else if (info.descr === "<f2") {
+      f16ToF32Array(new Uint16Array(bytes.buffer, 0, cnt), out.subarray(0, cnt) as Float32Array<ArrayBuffer>);
+    } else {
+      const f64 = new Float64Array(bytes.buffer, 0, cnt);
+      for (let i = 0; i < cnt; i++) {
+        const r = Math.fround(f64[i]);
+        if (Number.isFinite(f64[i]) && !Number.isFinite(r)) {
+          const [row, col] = at(i);
+          fail(
+            path,
+            `float64 value ${f64[i]} at row ${row}, column ${col} is beyond the float32 range`,
+            "rescale the data; activation stores hold float32",
+          );
+        }
+        out[i] = r;
+      }
+    }
+  };
+  try {
+    for (let r0 = 0; r0 < n; r0 += block) {
+      const cnt = Math.min(block, n - r0);
+      const out = rows.subarray(0, cnt * d);
+      if (!info.fortran) {
+        await f.seek(info.dataOffset + r0 * d * item, Deno.SeekMode.Start);
+        await readFull(f, raw.subarray(0, cnt * d * item), path);
+        decode(raw, out, cnt * d, (i) => [r0 + Math.floor(i / d), i % d]);
+      } else {
+        // Column c of rows [r0, r0 + cnt) is the run at element c·n + r0.
+        for (let c = 0; c < d; c++) {
+          await f.seek(info.dataOffset + (c * n + r0) * item, Deno.SeekMode.Start);
+          await readFull(f, raw.subarray(0, cnt * item), path);
+          decode(raw, tmp, cnt, (i) => [r0 + i, c]);
+          for (let i = 0; i < cnt; i++) out[i * d + c] = tmp[i];
+        }
+      }
+      for (let i = 0; i < out.length; i++) {
+        if (!Number.isFinite(out[i])) {
+          fail(
+            path,
+            `non-finite value ${out[i]} at row ${r0 + Math.floor(i / d)}, column ${i % d}`,
+            "activation stores refuse NaN/Inf: fix or drop those samples (in every split and embedding file alike)",
+          );
+        }
+      }
+      await sink(out, r0, cnt);
+    }
+  } finally {
+    f.close();
+  }
+}
