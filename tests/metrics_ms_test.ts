@@ -311,3 +311,78 @@ Deno.test("summarizeMs: sample std over non-NaN scores, NaN count, curve; fracAb
   assertEquals(fracAbove(s, -1), 1);
   assert(Number.isNaN(fracAbove([NaN], 0)));
 });
+
+/** cos(E_i, E_j) in float64. */
+function cosine(emb: Float32Array, D: number, i: number, j: number): number {
+  let dot = 0, ni = 0, nj = 0;
+  for (let t = 0; t < D; t++) {
+    dot += emb[i * D + t] * emb[j * D + t];
+    ni += emb[i * D + t] ** 2;
+    nj += emb[j * D + t] ** 2;
+  }
+  return dot / Math.sqrt(ni * nj);
+}
+
+Deno.test("msScores: one dominant image (weights 1 vs 1e-25 / 1e-10) matches the pair definition", () => {
+  const rng = new Rng(7);
+  const n = 40, D = 6;
+  const emb = randomEmb(rng, n, D, 0.4);
+  const cols = 7;
+  const a = new Float32Array(n * cols);
+  const set = (r: number, k: number, v: number) => (a[r * cols + k] = v);
+  // 0: one image at 1, five at 1e-25 (½((Σz)² − Σz²) is exactly 0 here: NaN before)
+  set(3, 0, 1);
+  for (const r of [5, 9, 20, 30, 39]) set(r, 0, 1e-25);
+  // 1: one image at 1, twenty at 1e-10
+  set(0, 1, 1);
+  for (let r = 10; r < 30; r++) set(r, 1, 1e-10);
+  // 2: two samples, 1 and 1e-30: MS = their cosine
+  set(7, 2, 1);
+  set(8, 2, 1e-30);
+  // 3: the same skew on a negative offset: −1 everywhere, the top at 0, others 2⁻²⁴ above −1
+  for (let r = 0; r < n; r++) set(r, 3, r === 12 ? 0 : r % 3 === 0 ? -1 + 2 ** -24 : -1);
+  // 4: every sample active, one at 1, the others in [1e-12, 2e-12)
+  for (let r = 0; r < n; r++) set(r, 4, r === 25 ? 1 : 1e-12 * (1 + rng.next()));
+  // 5: one at 1, one slightly negative (the minimum) → implicit zeros weigh 1e-20 in CSR
+  set(2, 5, 1);
+  set(4, 5, -1e-20);
+  // 6: the top weight on the one implicit zero: all other rows stored near −1 (CSR)
+  for (let r = 0; r < n; r++) if (r !== 17) set(r, 6, r === 1 ? -1 : -1 + 2 ** -24);
+  const csr = toCsr(n, cols, a);
+  const brute = msBrute(csr, emb, D);
+  // hand values: with one dominant image the score is the weighted mean of its cosines with the
+  // others; equal small weights make it the plain mean (pairs among the small ones weigh ~1e-25×)
+  const meanCos = (top: number, rows: number[]) =>
+    rows.reduce((s, r) => s + cosine(emb, D, top, r), 0) / rows.length;
+  const hand0 = meanCos(3, [5, 9, 20, 30, 39]);
+  assert(Math.abs(brute[0] - hand0) < 1e-15, `brute ${brute[0]} vs hand ${hand0}`);
+  assert(Math.abs(brute[1] - meanCos(0, Array.from({ length: 20 }, (_, i) => 10 + i))) < 1e-9);
+  assert(Math.abs(brute[2] - cosine(emb, D, 7, 8)) < 1e-15);
+  const others = Array.from({ length: n }, (_, i) => i).filter((i) => i !== 2 && i !== 4); // row 4 is the minimum
+  assert(Math.abs(brute[5] - meanCos(2, others)) < 1e-15);
+  for (const k of [0, 1, 2, 3, 4, 5, 6]) assert(Number.isFinite(brute[k]), `brute ${k}`);
+  assertScoresClose(msScores(dense(n, cols, a), emb, D), brute, 1e-13, "dense");
+  assertScoresClose(msScores(csr, emb, D), brute, 1e-13, "csr");
+  // an explicit zero stored in column 6 takes the other branch of the top-sample choice
+  assertScoresClose(msScores(toCsr(n, cols, a, (r, c) => c === 6 && r === 17), emb, D), brute, 1e-13, "csr0");
+});
+
+Deno.test("msScores: random skewed neurons (one image dominating by 1e5–1e30) match msBrute", () => {
+  const rng = new Rng(8);
+  const n = 300, cols = 66, D = 9; // crosses the dense sample and neuron blocks
+  const emb = randomEmb(rng, n, D, 0.2);
+  const a = new Float32Array(n * cols);
+  for (let k = 0; k < cols; k++) {
+    const top = rng.int(n);
+    const scale = 10 ** -(5 + rng.int(26));
+    const count = 1 + rng.int(40);
+    for (let i = 0; i < count; i++) a[rng.int(n) * cols + k] = scale * (0.5 + rng.next());
+    a[top * cols + k] = 1 + rng.next();
+    if (k % 3 === 0) { for (let r = 0; r < n; r++) a[r * cols + k] -= 2; // dense negative offset
+     }
+  }
+  const acts = dense(n, cols, a);
+  const brute = msBrute(acts, emb, D);
+  assertScoresClose(msScores(acts, emb, D), brute, 1e-12, "dense");
+  assertScoresClose(msScores(toCsr(n, cols, a), emb, D), brute, 1e-12, "csr");
+});

@@ -131,3 +131,36 @@ Deno.test("diff: tolerance validation and JSON override file", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("diff: seed replicates are averaged, with n and the 95 % t-interval", () => {
+  const reps = [74, 75, 79].map((r2, seed) =>
+    syntheticCase({
+      layer: "last",
+      sae: "batchtopk",
+      expansion: 4,
+      seed,
+      r2,
+      l0: seed === 1 ? NaN : 19.9,
+      ms: [syntheticMs("inceptionv3", 0.2 + seed / 100, 0.8)],
+    })
+  );
+  const d = diffAgainstPaper(reps, [], fx);
+  const r2 = d.rows.filter((r) => r.metric === "r2");
+  equal(r2.length, 1); // one row per case, not per seed
+  equal(r2[0].ours, 76);
+  equal(r2[0].n, 3);
+  // mean 76, s = √7, t_{0.975,2} = 4.3027 (closed form for df = 2)
+  const half = (0.95 / Math.sqrt(2 * 0.975 * 0.025)) * Math.sqrt(7) / Math.sqrt(3);
+  ok(Math.abs(r2[0].oursCi95![0] - (76 - half)) < 1e-9 && Math.abs(r2[0].oursCi95![1] - (76 + half)) < 1e-9);
+  equal(r2[0].paper, 77.1); // Table A9 Blast ×4
+  ok(Math.abs(r2[0].delta! - (76 - 77.1)) < 1e-12);
+  const l0 = d.rows.find((r) => r.metric === "l0")!;
+  equal(l0.n, 2); // the NaN replicate is left out
+  equal(l0.ours, 19.9);
+  const ms = d.rows.find((r) => r.metric === "ms_mean")!;
+  ok(Math.abs(ms.ours! - 0.21) < 1e-12 && ms.source === "inceptionv3");
+  // a single seed: n = 1, no interval
+  const one = diffAgainstPaper(reps.slice(0, 1), [], fx).rows.find((r) => r.metric === "r2")!;
+  equal(one.n, 1);
+  equal(one.oursCi95, undefined);
+});

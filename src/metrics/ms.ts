@@ -1,6 +1,6 @@
 /**
  * Monosemanticity Score (MS), paper §3.2 Eq. 5–9 and the reference `metric.py`
- * (ExplainableML/sae-for-vlm; see /work/shared/paper.md §2).
+ * (ExplainableML/sae-for-vlm).
  *
  * For neuron k with activations a_1..a_N over the evaluation set and embeddings E(x_n):
  *   ã_n   = (a_n − min_n′ a_n′) / (max − min)              min-max per neuron over the set
@@ -13,9 +13,15 @@
  *   that Σ_{n<m} r_nm = 0: NaN. With 2+ samples above the minimum the score is finite.
  *
  * {@link msScores} uses an exact closed form with unit-normalised embeddings ê_n (s_nn = 1) and
- * unnormalised weights z_n = a_n − min (the 1/(max−min)² factor cancels in the ratio):
- *   Σ_{n<m} z_n z_m s_nm = ½(‖Σ_n z_n ê_n‖² − Σ_n z_n²)
- *   Σ_{n<m} z_n z_m      = ½((Σ_n z_n)² − Σ_n z_n²)
+ * unnormalised weights z_n = a_n − min ≥ 0 (the 1/(max−min)² factor cancels in the ratio). The
+ * textbook form ½((Σz)² − Σz²) of the pair-weight sum cancels to nothing when one sample holds
+ * nearly all of a neuron's weight (one image at 1, five at 1e-25: 0/0), so both sums are taken
+ * without that cancellation. With m = the sample of largest weight, h = Σ_{n≠m} z_n ê_n and
+ * Σ′ = sums over n ≠ m:
+ *   Σ_{n<m} z_n z_m      = Σ_j z_j · Σ_{i<j} z_i             (non-negative terms only)
+ *   Σ_{n<m} z_n z_m s_nm = z_m (ê_m · h) + ½(‖h‖² − Σ′ z_n²)
+ * The second bracket still cancels, but its error is O(ε·Σ′z²) ≤ O(ε · pair-weight sum), so the
+ * score is accurate to O(ε) absolutely however skewed the weights are.
  * All accumulation is float64. {@link msBrute} is the O(N²·cols) pair loop of `metric.py`,
  * used as the test oracle. Both take embeddings as given: s_nm is the cosine of the raw rows.
  */
@@ -67,11 +73,20 @@ function checkInputs(acts: ActMatrix, emb: Float32Array, D: number, what: string
   return embeddingInvNorms(emb, acts.n, D, what);
 }
 
-/** MS from float64 sums: g2 = ‖Σ z ê‖², sz = Σ z, sz2 = Σ z². Zero pair weight → NaN. */
-function finish(g2: number, sz: number, sz2: number): number {
-  const den = 0.5 * (sz * sz - sz2);
+/**
+ * MS from float64 sums: zTop = the largest weight, hDot = ê_top · h, h2 = ‖h‖², sz2 = Σ′ z² (h and
+ * Σ′ leave the top sample out) and den = the pair-weight sum. Zero pair weight → NaN.
+ */
+function finish(zTop: number, hDot: number, h2: number, sz2: number, den: number): number {
   if (!(den > 0)) return NaN;
-  return (0.5 * (g2 - sz2)) / den;
+  return (zTop * hDot + 0.5 * (h2 - sz2)) / den;
+}
+
+/** ê · g[go..go+D) for the embedding row at E[eo..eo+D) with inverse norm `inv`. */
+function dotRow(g: Float64Array, go: number, E: Float32Array, eo: number, D: number, inv: number): number {
+  let s = 0;
+  for (let j = 0; j < D; j++) s += g[go + j] * E[eo + j];
+  return s * inv;
 }
 
 /**
@@ -106,22 +121,29 @@ function msDense(
   const { n, cols, data } = acts;
   const mn = new Float64Array(cols).fill(Infinity);
   const mx = new Float64Array(cols).fill(-Infinity);
+  const top = new Int32Array(cols); // first sample at the maximum: left out of h and Σ′
   for (let r = 0; r < n; r++) {
     const o = r * cols;
     for (let k = 0; k < cols; k++) {
       const v = data[o + k];
       if (v < mn[k]) mn[k] = v;
-      if (v > mx[k]) mx[k] = v;
+      if (v > mx[k]) {
+        mx[k] = v;
+        top[k] = r;
+      }
     }
   }
-  const sz = new Float64Array(cols);
+  // Pair-weight sum Σ_j z_j·Σ_{i<j} z_i (running prefix `pre`) and Σ′ z².
+  const den = new Float64Array(cols);
+  const pre = new Float64Array(cols);
   const sz2 = new Float64Array(cols);
   for (let r = 0; r < n; r++) {
     const o = r * cols;
     for (let k = 0; k < cols; k++) {
       const z = data[o + k] - mn[k];
-      sz[k] += z;
-      sz2[k] += z * z;
+      den[k] += z * pre[k];
+      pre[k] += z;
+      if (r !== top[k]) sz2[k] += z * z;
     }
   }
   const out = new Float64Array(cols);
@@ -134,7 +156,8 @@ function msDense(
     G.fill(0);
     for (let p0 = 0; p0 < n; p0 += PB) {
       const pb = Math.min(PB, n - p0);
-      // Pack U[q][p][t] = (a[p0+p][k0+4q+t] − min) / ‖E(x_p)‖ (0 for padding / constant neurons).
+      // Pack U[q][p][t] = (a[p0+p][k0+4q+t] − min) / ‖E(x_p)‖ (0 for padding / constant neurons
+      // and for the top sample, so that G accumulates h).
       for (let q = 0; q < nq; q++) {
         const ub = q * pb * 4;
         for (let t = 0; t < 4; t++) {
@@ -144,6 +167,7 @@ function msDense(
           for (let p = 0; p < pb; p++) {
             U[ub + p * 4 + t] = live ? (data[(p0 + p) * cols + k] - m) * inv[p0 + p] : 0;
           }
+          if (live && top[k] >= p0 && top[k] < p0 + pb) U[ub + (top[k] - p0) * 4 + t] = 0;
         }
       }
       const eBase = p0 * D;
@@ -160,9 +184,10 @@ function msDense(
         out[k] = NaN;
         continue;
       }
-      let g2 = 0;
-      for (let j = t * D, e = j + D; j < e; j++) g2 += G[j] * G[j];
-      out[k] = finish(g2, sz[k], sz2[k]);
+      let h2 = 0;
+      for (let j = t * D, e = j + D; j < e; j++) h2 += G[j] * G[j];
+      const hDot = dotRow(G, t * D, emb, top[k] * D, D, inv[top[k]]);
+      out[k] = finish(mx[k] - mn[k], hDot, h2, sz2[k], den[k]);
     }
     opts.onProgress?.(k0 + nb, cols);
   }
@@ -270,53 +295,95 @@ function msCsr(
   const { colPtr, row, val } = csrToCsc(acts);
   const out = new Float64Array(cols);
   const g = new Float64Array(D);
+  const tmp = new Float64Array(D);
   let S: Float64Array | null = null; // Σ_n ê_n, built on first need
   for (let k = 0; k < cols; k++) {
     const s = colPtr[k], e = colPtr[k + 1];
     const c = e - s;
     let mn = c < n ? 0 : Infinity;
     let mx = c < n ? 0 : -Infinity;
+    let tTop = -1; // stored entry at the maximum (−1: the maximum is an implicit zero)
     for (let t = s; t < e; t++) {
       const v = val[t];
       if (v < mn) mn = v;
-      if (v > mx) mx = v;
+      if (v > mx) {
+        mx = v;
+        tTop = t;
+      }
     }
     if (!(mx > mn)) {
       out[k] = NaN;
     } else if (mn === 0 || c === n) {
       // Only stored entries carry weight z = a − min: with implicit zeros the minimum is 0 and
-      // they weigh nothing; with none (c = n) every sample is stored.
+      // they weigh nothing; with none (c = n) every sample is stored. mx > mn, so tTop ≥ 0.
       g.fill(0);
-      let sz = 0, sz2 = 0, live = 0;
+      let den = 0, pre = 0, sz2 = 0;
       for (let t = s; t < e; t++) {
         const z = val[t] - mn;
         if (z === 0) continue;
-        live++;
-        sz += z;
+        den += z * pre;
+        pre += z;
+        if (t === tTop) continue;
         sz2 += z * z;
         const r = row[t];
         axpy(g, z * inv[r], emb, r * D, D);
       }
-      out[k] = live < 2 ? NaN : finish(sumSq(g, D), sz, sz2);
+      const rTop = row[tTop];
+      out[k] = finish(mx - mn, dotRow(g, 0, emb, rTop * D, D, inv[rTop]), sumSq(g, D), sz2, den);
     } else {
-      // Negative minimum with implicit zeros: every sample carries weight; implicit zeros get
-      // z = −min. Σ_n z_n ê_n = Σ_stored a_n ê_n − min·Σ_n ê_n.
-      if (S === null) {
-        S = new Float64Array(D);
-        for (let r = 0; r < n; r++) axpy(S, inv[r], emb, r * D, D);
+      // Negative minimum with implicit zeros: every sample carries weight; the c0 implicit zeros
+      // get w0 = −min. The implicit rows are summed directly when they are the fewer (S − Σ_stored
+      // would cancel to them), else as Σ_n ê_n − Σ_stored ê_n.
+      const w0 = -mn, c0 = n - c;
+      let rTop: number;
+      let topImplicit = false;
+      if (tTop < 0) {
+        // The maximum weight w0 sits on zeros: an explicit one if stored, else the first row
+        // missing from the column (rows are stored in ascending order).
+        for (let t = s; t < e && tTop < 0; t++) if (val[t] === 0) tTop = t;
+        if (tTop >= 0) {
+          rTop = row[tTop];
+        } else {
+          let t = s;
+          rTop = 0;
+          while (t < e && row[t] === rTop) t++, rTop++;
+          topImplicit = true;
+        }
+      } else {
+        rTop = row[tTop];
       }
-      for (let j = 0; j < D; j++) g[j] = -mn * S[j];
-      let sz = (n - c) * -mn, sz2 = (n - c) * mn * mn;
+      g.fill(0);
+      let den = w0 * w0 * ((c0 * (c0 - 1)) / 2), pre = 0;
+      let sz2 = (topImplicit ? c0 - 1 : c0) * w0 * w0;
       for (let t = s; t < e; t++) {
-        const a = val[t];
-        const z = a - mn;
-        sz += z;
+        const z = val[t] - mn;
+        den += z * pre;
+        pre += z;
+        if (t === tTop) continue;
         sz2 += z * z;
-        if (a === 0) continue;
         const r = row[t];
-        axpy(g, a * inv[r], emb, r * D, D);
+        if (z !== 0) axpy(g, z * inv[r], emb, r * D, D);
       }
-      out[k] = finish(sumSq(g, D), sz, sz2);
+      den += w0 * c0 * pre;
+      if (c0 <= c) {
+        for (let r = 0, t = s; r < n; r++) {
+          if (t < e && row[t] === r) {
+            t++;
+            continue;
+          }
+          if (!(topImplicit && r === rTop)) axpy(g, w0 * inv[r], emb, r * D, D);
+        }
+      } else {
+        if (S === null) {
+          S = new Float64Array(D);
+          for (let r = 0; r < n; r++) axpy(S, inv[r], emb, r * D, D);
+        }
+        tmp.set(S);
+        for (let t = s; t < e; t++) axpy(tmp, -inv[row[t]], emb, row[t] * D, D);
+        if (topImplicit) axpy(tmp, -inv[rTop], emb, rTop * D, D);
+        for (let j = 0; j < D; j++) g[j] += w0 * tmp[j];
+      }
+      out[k] = finish(mx - mn, dotRow(g, 0, emb, rTop * D, D, inv[rTop]), sumSq(g, D), sz2, den);
     }
     if (opts.onProgress && ((k + 1) % CSR_PROGRESS_EVERY === 0 || k + 1 === cols)) {
       opts.onProgress(k + 1, cols);

@@ -10,12 +10,16 @@
  * encoder of all main-text tables). When several tables hold the same number (Table A5's best =
  * Table 1a, Table A11's K = 20 row = the ×1 cells), the first table of {@link TABLE_PRIORITY} wins.
  *
+ * Seed replicates of a case (CaseResults with the same id) are averaged: `ours` is the mean over
+ * seeds, with its 95 % t-interval and n on the row; the status compares that mean.
+ *
  * The embedded default uses other data, another model and another encoder than the paper, so
  * the diff is informative and never a failure on its own.
  */
 import type { CaseResult, LayerResult, MsSummary } from "../types.ts";
 import { MonobenchError } from "../util/errors.ts";
 import type { FixtureRow } from "./fixtures.ts";
+import { stat } from "./stats.ts";
 import { DIFF_METRICS, type DiffMetric, type DiffResult, type DiffRow, type Tolerances } from "./types.ts";
 
 /** Default absolute tolerances: MS in score units, R² in percentage points, L0 in latents. */
@@ -153,14 +157,24 @@ function msValue(s: MsSummary | undefined, metric: DiffMetric): number | null {
   return Number.isFinite(v) ? v : null;
 }
 
+/** The mean over replicates (null when none is finite), n and the 95 % interval for n ≥ 2. */
+function overSeeds(
+  values: readonly (number | null)[],
+): { ours: number | null; n?: number; ci?: [number, number] } {
+  const s = stat(values.map((v) => v ?? NaN));
+  if (s.n === 0) return { ours: null };
+  return s.n >= 2 ? { ours: s.mean, n: s.n, ci: s.ci95 } : { ours: s.mean, n: 1 };
+}
+
 function makeRow(
   f: FixtureRow,
   metric: DiffMetric,
   caseId: string,
   source: string,
-  ours: number | null,
+  seeds: { ours: number | null; n?: number; ci?: [number, number] },
   tol: Tolerances,
 ): DiffRow {
+  const ours = seeds.ours;
   const delta = ours === null ? null : ours - f.value;
   const tolerance = tol[metric];
   const status = delta === null ? "missing" : Math.abs(delta) <= tolerance + 1e-12 ? "within" : "outside";
@@ -176,6 +190,8 @@ function makeRow(
     delta,
     tolerance,
     status,
+    ...(seeds.n !== undefined ? { n: seeds.n } : {}),
+    ...(seeds.ci ? { oursCi95: seeds.ci } : {}),
   };
 }
 
@@ -206,18 +222,23 @@ export function diffAgainstPaper(
     rows.push(row);
   };
 
+  const replicates = new Map<string, CaseResult[]>();
   for (const c of cases) {
+    if (!replicates.has(c.id)) replicates.set(c.id, []);
+    replicates.get(c.id)!.push(c);
+  }
+  for (const reps of replicates.values()) {
+    const c = reps[0];
     for (const f of candidates) {
       if (f.sae !== c.sae || f.layer !== c.layer || f.expansion !== c.expansion || f.k !== c.k) continue;
       const metric = f.metric as DiffMetric;
       if (isMs(metric)) {
         if (!f.similarityEncoder || !(f.similarityEncoder in encoderMap)) continue;
         const source = encoderMap[f.similarityEncoder];
-        const ours = msValue(c.ms.find((m) => m.encoder === source), metric);
+        const ours = overSeeds(reps.map((r) => msValue(r.ms.find((m) => m.encoder === source), metric)));
         push(`${c.id}|${metric}|${f.similarityEncoder}`, makeRow(f, metric, c.id, source, ours, tol));
       } else {
-        const v = metric === "r2" ? c.r2 : c.l0;
-        const ours = Number.isFinite(v) ? v : null;
+        const ours = overSeeds(reps.map((r) => (metric === "r2" ? r.r2 : r.l0)));
         push(`${c.id}|${metric}`, makeRow(f, metric, c.id, "", ours, tol));
       }
     }
@@ -230,7 +251,7 @@ export function diffAgainstPaper(
       if (!f.similarityEncoder || !(f.similarityEncoder in encoderMap)) continue;
       const source = encoderMap[f.similarityEncoder];
       const metric = f.metric as DiffMetric;
-      const ours = msValue(l.ms.find((m) => m.encoder === source), metric);
+      const ours = { ours: msValue(l.ms.find((m) => m.encoder === source), metric) };
       push(`${id}|${metric}|${f.similarityEncoder}`, makeRow(f, metric, id, source, ours, tol));
     }
   }

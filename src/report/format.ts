@@ -1,6 +1,7 @@
 /** Formatting helpers shared by the Markdown and HTML writers. */
 import type { CaseResult } from "../types.ts";
-import type { DiffRow, Report } from "./types.ts";
+import { aggregateCases, type CaseAggregate, type Stat, STATS_METHOD } from "./stats.ts";
+import type { Claim, DiffRow, Report } from "./types.ts";
 
 /** Similarity sources named by a report's cases and layers, in first-appearance order. */
 export function reportSources(r: Pick<Report, "cases" | "layers">): string[] {
@@ -25,6 +26,58 @@ export function diffIndex(rows: readonly DiffRow[]): Map<string, DiffRow> {
   return m;
 }
 
+/**
+ * A Stat as "mean ± half-width" of its 95 % interval (t-intervals are symmetric), or the mean
+ * alone without an interval (one seed).
+ */
+export function fmtStat(s: Stat | undefined, digits = 3, scale = 1): string {
+  if (!s || !Number.isFinite(s.mean)) return "–";
+  const m = (s.mean * scale).toFixed(digits);
+  if (!(s.n >= 2 && Number.isFinite(s.ci95[0]) && Number.isFinite(s.ci95[1]))) return m;
+  return `${m} ± ${(((s.ci95[1] - s.ci95[0]) / 2) * scale).toFixed(digits)}`;
+}
+
+/** "ours ± ci (paper)" cell text. */
+export function statWithPaper(s: Stat | undefined, d: DiffRow | undefined, digits: number): string {
+  const o = fmtStat(s, digits);
+  return d ? `${o} (${fmt(d.paper, digits)})` : o;
+}
+
+/** The report's per-case aggregates (computed from the cases for reports that lack them). */
+export function reportAggregates(r: Pick<Report, "cases" | "aggregates">): CaseAggregate[] {
+  return r.aggregates ?? aggregateCases(r.cases);
+}
+
+/** Seed counts of a report's cases, e.g. "3" or "1–3", and the distinct seeds. */
+export function seedSummary(aggs: readonly CaseAggregate[]): { text: string; seeds: number[] } {
+  if (aggs.length === 0) return { text: "0", seeds: [] };
+  const ns = aggs.map((a) => a.n);
+  const lo = Math.min(...ns), hi = Math.max(...ns);
+  const seeds = [...new Set(aggs.flatMap((a) => a.seeds))].sort((a, b) => a - b);
+  return { text: lo === hi ? String(lo) : `${lo}–${hi}`, seeds };
+}
+
+/** How the intervals were computed, for the report's front matter. */
+export function statsNote(r: Pick<Report, "stats">): string {
+  return r.stats ?? STATS_METHOD;
+}
+
+/** A claim's status in words: "pass", "FAIL", "n/a", "not resolved at N seeds". */
+export function claimStatusText(c: Pick<Claim, "status" | "seeds">): string {
+  switch (c.status) {
+    case "pass":
+      return "pass";
+    case "fail":
+      return "FAIL";
+    case "unresolved":
+      return c.seeds === undefined
+        ? "not resolved"
+        : `not resolved at ${c.seeds} seed${c.seeds === 1 ? "" : "s"}`;
+    default:
+      return c.status;
+  }
+}
+
 /** "ours (paper)" cell text. */
 export function withPaper(ours: number | undefined, d: DiffRow | undefined, digits: number): string {
   const o = fmt(ours, digits);
@@ -46,11 +99,13 @@ export function runInfoPairs(r: Report): [string, string][] {
     ["finished", run.finishedAt],
     ["deno", run.denoVersion],
     ["seed", String(run.seed)],
+    ["seeds per case", seedSummary(reportAggregates(r)).text],
+    ["intervals", statsNote(r)],
     ["options", JSON.stringify(run.options)],
   ];
 }
 
-export function caseSortKey(c: CaseResult): string {
+export function caseSortKey(c: Pick<CaseResult, "layer" | "sae" | "expansion" | "k">): string {
   const layerIdx = ["11", "17", "22", "23", "last"].indexOf(c.layer);
   return `${String(layerIdx < 0 ? 9 : layerIdx)}|${c.sae}|${String(c.expansion).padStart(4, "0")}|${
     String(c.k).padStart(4, "0")

@@ -1,5 +1,6 @@
 /**
- * Hand-written SVG line charts for report.html (no external assets). All text is escaped.
+ * Hand-written SVG charts for report.html (no external assets): line charts with optional
+ * interval bands or error bars, and scatter charts with two-way error bars. All text is escaped.
  */
 
 /** Escape text for HTML/SVG content and attribute values. */
@@ -19,6 +20,11 @@ export interface ChartSeries {
   dashed?: boolean;
   /** Draw point markers (default true for short series). */
   markers?: boolean;
+  /**
+   * An interval per point (aligned with `points`; NaN bounds are not drawn): a shaded band
+   * through the bounds, or vertical error bars.
+   */
+  interval?: { lo: number[]; hi: number[]; style: "band" | "bars" };
 }
 
 export interface ChartOptions {
@@ -87,12 +93,16 @@ export function lineChart(o: ChartOptions): string {
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const tx = (x: number) => (o.xLog2 ? Math.log2(x) : x);
+  type P = { x: number; y: number; lo: number; hi: number };
   const series = o.series
     .map((s) => ({
       ...s,
-      points: s.points.filter(([x, y]) => Number.isFinite(y) && Number.isFinite(x) && (!o.xLog2 || x > 0)),
+      pts: s.points
+        .map(([x, y], i): P => ({ x, y, lo: s.interval?.lo[i] ?? NaN, hi: s.interval?.hi[i] ?? NaN }))
+        .filter((p) => Number.isFinite(p.y) && Number.isFinite(p.x) && (!o.xLog2 || p.x > 0))
+        .sort((a, b) => a.x - b.x),
     }))
-    .filter((s) => s.points.length > 0);
+    .filter((s) => s.pts.length > 0);
   const parts: string[] = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
@@ -104,8 +114,8 @@ export function lineChart(o: ChartOptions): string {
     parts.push(`<text x="${m.l + 10}" y="${m.t + ph / 2}" class="cl">no data</text></svg>`);
     return parts.join("");
   }
-  const xs = series.flatMap((s) => s.points.map((p) => tx(p[0])));
-  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  const xs = series.flatMap((s) => s.pts.map((p) => tx(p.x)));
+  const ys = series.flatMap((s) => s.pts.flatMap((p) => [p.y, p.lo, p.hi]).filter((v) => Number.isFinite(v)));
   let x0 = Math.min(...xs);
   let x1 = Math.max(...xs);
   if (x0 === x1) {
@@ -131,7 +141,7 @@ export function lineChart(o: ChartOptions): string {
     parts.push(`<text x="${m.l - 6}" y="${y}" class="tk" text-anchor="end" dy="0.32em">${fmtTick(v)}</text>`);
   }
   const xTicks = o.xTicks ??
-    (o.xLog2 ? [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b) : null) ??
+    (o.xLog2 ? [...new Set(series.flatMap((s) => s.pts.map((p) => p.x)))].sort((a, b) => a - b) : null) ??
     niceTicks(x0, x1);
   for (const v of xTicks) {
     if (o.xLog2 && !(v > 0)) continue;
@@ -155,18 +165,32 @@ export function lineChart(o: ChartOptions): string {
   // series
   series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
-    const pts = [...s.points].sort((a, b) => a[0] - b[0]);
-    const d = pts.map(([x, y], j) => `${j ? "L" : "M"}${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join("");
+    const pts = s.pts;
+    const withIv = pts.filter((p) => Number.isFinite(p.lo) && Number.isFinite(p.hi));
+    if (s.interval?.style === "band" && withIv.length >= 2) {
+      const up = withIv.map((p, j) => `${j ? "L" : "M"}${X(p.x).toFixed(1)},${Y(p.hi).toFixed(1)}`).join("");
+      const down = [...withIv].reverse().map((p) => `L${X(p.x).toFixed(1)},${Y(p.lo).toFixed(1)}`).join("");
+      parts.push(
+        `<path d="${up}${down}Z" fill="${
+          escapeHtml(color)
+        }" fill-opacity="0.18" stroke="none" class="band">` +
+          `<title>${escapeHtml(`${s.name}: 95 % interval`)}</title></path>`,
+      );
+    } else if (s.interval?.style === "bars") {
+      for (const p of withIv) parts.push(errorBar(X(p.x), Y(p.lo), Y(p.hi), color, "v"));
+    }
+    const d = pts.map((p, j) => `${j ? "L" : "M"}${X(p.x).toFixed(1)},${Y(p.y).toFixed(1)}`).join("");
     parts.push(
       `<path d="${d}" fill="none" stroke="${escapeHtml(color)}" stroke-width="1.8"${
         s.dashed ? ' stroke-dasharray="5 4"' : ""
       }><title>${escapeHtml(s.name)}</title></path>`,
     );
     if (s.markers ?? pts.length <= 12) {
-      for (const [x, y] of pts) {
+      for (const p of pts) {
+        const iv = Number.isFinite(p.lo) ? ` [${p.lo.toFixed(4)}, ${p.hi.toFixed(4)}]` : "";
         parts.push(
-          `<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="2.6" fill="${escapeHtml(color)}">` +
-            `<title>${escapeHtml(`${s.name}: (${fmtTick(x)}, ${y.toFixed(4)})`)}</title></circle>`,
+          `<circle cx="${X(p.x).toFixed(1)}" cy="${Y(p.y).toFixed(1)}" r="2.6" fill="${escapeHtml(color)}">` +
+            `<title>${escapeHtml(`${s.name}: (${fmtTick(p.x)}, ${p.y.toFixed(4)}${iv})`)}</title></circle>`,
         );
       }
     }
@@ -190,7 +214,136 @@ export function lineChart(o: ChartOptions): string {
   return parts.join("");
 }
 
-/** CSS used by {@link lineChart} (to inline in the page). */
+/** An error bar from (x, a) to (x, b) ("v") or from (a, y) to (b, y) ("h"), with caps. */
+function errorBar(p: number, a: number, b: number, color: string, dir: "v" | "h"): string {
+  const c = escapeHtml(color);
+  const [x1, y1, x2, y2] = dir === "v" ? [p, a, p, b] : [a, p, b, p];
+  const cap = (x: number, y: number) =>
+    dir === "v"
+      ? `<line x1="${(x - 3).toFixed(1)}" x2="${(x + 3).toFixed(1)}" y1="${y.toFixed(1)}" y2="${
+        y.toFixed(1)
+      }"/>`
+      : `<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${(y - 3).toFixed(1)}" y2="${
+        (y + 3).toFixed(1)
+      }"/>`;
+  return `<g class="eb" stroke="${c}" stroke-width="1.1"><line x1="${x1.toFixed(1)}" x2="${x2.toFixed(1)}" ` +
+    `y1="${y1.toFixed(1)}" y2="${y2.toFixed(1)}"/>${cap(x1, y1)}${cap(x2, y2)}</g>`;
+}
+
+export interface ScatterPoint {
+  x: number;
+  y: number;
+  /** Interval bounds (NaN or absent: no bar). */
+  xlo?: number;
+  xhi?: number;
+  ylo?: number;
+  yhi?: number;
+  /** Tooltip. */
+  label: string;
+}
+
+export interface ScatterSeries {
+  name: string;
+  color?: string;
+  points: ScatterPoint[];
+  /** A polyline drawn through these points in order (e.g. the group's Pareto front). */
+  line?: [number, number][];
+}
+
+export interface ScatterOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: ScatterSeries[];
+  width?: number;
+  height?: number;
+}
+
+/** Render a scatter chart with optional two-way error bars and per-series polylines. */
+export function scatterChart(o: ScatterOptions): string {
+  const W = o.width ?? 560;
+  const H = o.height ?? 360;
+  const m = { l: 56, r: 190, t: 30, b: 46 };
+  const pw = W - m.l - m.r;
+  const ph = H - m.t - m.b;
+  const series = o.series
+    .map((s) => ({ ...s, points: s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)) }))
+    .filter((s) => s.points.length > 0);
+  const parts: string[] = [];
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
+      `role="img" aria-label="${escapeHtml(o.title)}">`,
+  );
+  parts.push(`<title>${escapeHtml(o.title)}</title>`);
+  parts.push(`<text x="${m.l}" y="18" class="ct">${escapeHtml(o.title)}</text>`);
+  if (series.length === 0) {
+    parts.push(`<text x="${m.l + 10}" y="${m.t + ph / 2}" class="cl">no data</text></svg>`);
+    return parts.join("");
+  }
+  const fin = (v: number | undefined): v is number => v !== undefined && Number.isFinite(v);
+  const xs = series.flatMap((s) => s.points.flatMap((p) => [p.x, p.xlo, p.xhi].filter(fin)));
+  const ys = series.flatMap((s) => s.points.flatMap((p) => [p.y, p.ylo, p.yhi].filter(fin)));
+  const range = (v: number[]) => {
+    let lo = Math.min(...v), hi = Math.max(...v);
+    if (lo === hi) (lo -= 0.5, hi += 0.5);
+    const pad = (hi - lo) * 0.05;
+    return [lo - pad, hi + pad];
+  };
+  const [x0, x1] = range(xs);
+  const [y0, y1] = range(ys);
+  const X = (x: number) => m.l + ((x - x0) / (x1 - x0)) * pw;
+  const Y = (y: number) => m.t + ph - ((y - y0) / (y1 - y0)) * ph;
+  parts.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" class="pa"/>`);
+  for (const v of niceTicks(y0, y1)) {
+    const y = Y(v).toFixed(1);
+    parts.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${y}" y2="${y}" class="gr"/>`);
+    parts.push(`<text x="${m.l - 6}" y="${y}" class="tk" text-anchor="end" dy="0.32em">${fmtTick(v)}</text>`);
+  }
+  for (const v of niceTicks(x0, x1)) {
+    const x = X(v).toFixed(1);
+    parts.push(`<line x1="${x}" x2="${x}" y1="${m.t + ph}" y2="${m.t + ph + 4}" class="ax"/>`);
+    parts.push(`<text x="${x}" y="${m.t + ph + 16}" class="tk" text-anchor="middle">${fmtTick(v)}</text>`);
+  }
+  parts.push(
+    `<text x="${m.l + pw / 2}" y="${H - 8}" class="cl" text-anchor="middle">${escapeHtml(o.xLabel)}</text>`,
+  );
+  parts.push(
+    `<text x="14" y="${m.t + ph / 2}" class="cl" text-anchor="middle" transform="rotate(-90 14 ${
+      m.t + ph / 2
+    })">${escapeHtml(o.yLabel)}</text>`,
+  );
+  series.forEach((s, i) => {
+    const color = s.color ?? PALETTE[i % PALETTE.length];
+    if (s.line && s.line.length >= 2) {
+      const d = s.line.map(([x, y], j) => `${j ? "L" : "M"}${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join("");
+      parts.push(
+        `<path d="${d}" fill="none" stroke="${
+          escapeHtml(color)
+        }" stroke-width="1.4" stroke-dasharray="4 3">` +
+          `<title>${escapeHtml(`${s.name}: Pareto front`)}</title></path>`,
+      );
+    }
+    for (const p of s.points) {
+      if (fin(p.ylo) && fin(p.yhi)) parts.push(errorBar(X(p.x), Y(p.ylo), Y(p.yhi), color, "v"));
+      if (fin(p.xlo) && fin(p.xhi)) parts.push(errorBar(Y(p.y), X(p.xlo), X(p.xhi), color, "h"));
+      parts.push(
+        `<circle cx="${X(p.x).toFixed(1)}" cy="${Y(p.y).toFixed(1)}" r="3" fill="${escapeHtml(color)}">` +
+          `<title>${escapeHtml(p.label)}</title></circle>`,
+      );
+    }
+    const ly = m.t + 8 + i * 15;
+    if (ly < H - 10) {
+      parts.push(
+        `<circle cx="${m.l + pw + 19}" cy="${ly}" r="3.5" fill="${escapeHtml(color)}"/>` +
+          `<text x="${m.l + pw + 32}" y="${ly}" class="lg" dy="0.32em">${escapeHtml(s.name)}</text>`,
+      );
+    }
+  });
+  parts.push("</svg>");
+  return parts.join("");
+}
+
+/** CSS used by {@link lineChart} and {@link scatterChart} (to inline in the page). */
 export const CHART_CSS =
   `.chart{background:#fff;border:1px solid #ddd;margin:4px}.chart .ct{font:600 13px sans-serif;fill:#222}` +
   `.chart .cl{font:12px sans-serif;fill:#333}.chart .tk{font:10px sans-serif;fill:#555}` +

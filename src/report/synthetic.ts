@@ -34,6 +34,7 @@ export function syntheticCase(
   const d = p.d ?? 64;
   return {
     id: p.id ?? caseId(p.sae, p.layer, p.expansion, k),
+    seed: 0,
     sourceLayer: `src-${p.layer}`,
     d,
     width: d * p.expansion,
@@ -55,6 +56,18 @@ export function syntheticCase(
     checkpoint: `ckpt/${p.id ?? caseId(p.sae, p.layer, p.expansion, k)}`,
     ...p,
   };
+}
+
+/**
+ * Seed replicates of cases: each case once per seed, with `perturb(case, seed, index)` applied
+ * (e.g. a deterministic jitter of its metrics).
+ */
+export function withSeeds(
+  cases: readonly CaseResult[],
+  seeds: readonly number[],
+  perturb: (c: CaseResult, seed: number, i: number) => Partial<CaseResult> = () => ({}),
+): CaseResult[] {
+  return seeds.flatMap((seed, i) => cases.map((c) => ({ ...c, seed, ...perturb(c, seed, i) })));
 }
 
 export function syntheticLayer(layer: PaperLayer, ms: MsSummary[], d = 64): LayerResult {

@@ -1,6 +1,7 @@
 /**
- * Report writers: report.json, results.csv, report.md and report.html (see html.ts), all written
- * atomically after every file's content has been rendered.
+ * Report writers: report.json, results.csv (one row per case over its seeds: mean, std, 95 %
+ * interval and n of every metric), results_seeds.csv (one row per case and seed), report.md and
+ * report.html (see html.ts), all written atomically after every file's content has been rendered.
  */
 import { stringify } from "csv-stringify/sync";
 import { join } from "node:path";
@@ -8,14 +9,28 @@ import type { MsSummary } from "../types.ts";
 import { MonobenchError } from "../util/errors.ts";
 import { jsonText } from "../util/json.ts";
 import { atomicWriteAll } from "./atomic.ts";
+import { METRIC_LABEL } from "./compare.ts";
 import { diffCounts } from "./diff.ts";
 import { renderHtml } from "./html.ts";
-import { caseSortKey, diffIndex, fmt, reportSources, runInfoPairs, withPaper } from "./format.ts";
+import {
+  caseSortKey,
+  claimStatusText,
+  diffIndex,
+  fmt,
+  fmtStat,
+  reportAggregates,
+  reportSources,
+  runInfoPairs,
+  statWithPaper,
+  withPaper,
+} from "./format.ts";
+import { seedOf, type Stat } from "./stats.ts";
 import type { Report } from "./types.ts";
 
 export const REPORT_FILES = {
   json: "report.json",
   csv: "results.csv",
+  seedsCsv: "results_seeds.csv",
   md: "report.md",
   html: "report.html",
 } as const;
@@ -29,12 +44,95 @@ function num(v: number | undefined): string | number {
   return v === undefined || !Number.isFinite(v) ? "" : v;
 }
 
-/** results.csv: one row per case, MS summaries flattened per similarity source. */
+const STAT_COLUMNS = ["mean", "std", "ci_lo", "ci_hi", "n"] as const;
+
+function statCells(s: Stat | undefined): (string | number)[] {
+  if (!s) return ["", "", "", "", 0];
+  return [num(s.mean), num(s.std), num(s.ci95[0]), num(s.ci95[1]), s.n];
+}
+
+/**
+ * results.csv: one row per case over its seed replicates; every metric as `<metric>_mean`,
+ * `_std`, `_ci_lo`, `_ci_hi` (95 % Student-t) and `_n`, MS flattened per similarity source.
+ */
 export function resultsCsv(r: Report): string {
+  const aggs = reportAggregates(r);
+  const sources = reportSources(r);
+  const fveKeys = [...new Set(aggs.flatMap((a) => Object.keys(a.fve)))];
+  const metrics: string[] = [
+    "train_seconds",
+    "final_loss",
+    "r2",
+    "l0",
+    "dead_count",
+    "dead_fraction",
+    "dead_train",
+    ...fveKeys.map((k) => `fve_${k}`),
+  ];
+  for (const s of sources) {
+    for (const f of ["mean", "std", "min", "max", "nan_count"]) metrics.push(`ms_${s}_${f}`);
+    metrics.push(`frac_above_raw_${s}`);
+  }
+  const header = [
+    "id",
+    "layer",
+    "source_layer",
+    "sae",
+    "expansion",
+    "k",
+    "d",
+    "width",
+    "steps",
+    "batch_size",
+    "lr",
+    "backend",
+    "seeds",
+    "n",
+    ...metrics.flatMap((m) => STAT_COLUMNS.map((c) => `${m}_${c}`)),
+  ];
+  const rows = aggs.map((a) => {
+    const stats: (Stat | undefined)[] = [
+      a.trainSeconds,
+      a.finalLoss,
+      a.r2,
+      a.l0,
+      a.deadCount,
+      a.deadFraction,
+      a.deadTrain,
+      ...fveKeys.map((k) => a.fve[k]),
+    ];
+    for (const s of sources) {
+      const m = a.ms.find((x) => x.encoder === s);
+      stats.push(m?.mean, m?.std, m?.min, m?.max, m?.nanCount, a.fracAboveRaw[s]);
+    }
+    return [
+      a.id,
+      a.layer,
+      a.sourceLayer,
+      a.sae,
+      a.expansion,
+      a.k,
+      a.d,
+      a.width,
+      a.steps,
+      a.batchSize,
+      num(a.lr),
+      a.backend,
+      a.seeds.join(";"),
+      a.n,
+      ...stats.flatMap(statCells),
+    ];
+  });
+  return stringify([header, ...rows]);
+}
+
+/** results_seeds.csv: one row per case and seed, MS summaries flattened per similarity source. */
+export function seedsCsv(r: Report): string {
   const sources = reportSources(r);
   const fveKeys = [...new Set(r.cases.flatMap((c) => Object.keys(c.fve ?? {})))];
   const header = [
     "id",
+    "seed",
     "layer",
     "source_layer",
     "sae",
@@ -60,9 +158,13 @@ export function resultsCsv(r: Report): string {
     header.push(`frac_above_raw_${s}`);
   }
   header.push("checkpoint");
-  const rows = r.cases.map((c) => {
+  const cases = [...r.cases].sort((a, b) =>
+    caseSortKey(a).localeCompare(caseSortKey(b)) || a.id.localeCompare(b.id) || seedOf(a) - seedOf(b)
+  );
+  const rows = cases.map((c) => {
     const row: (string | number)[] = [
       c.id,
+      seedOf(c),
       c.layer,
       c.sourceLayer,
       c.sae,
@@ -113,7 +215,14 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
 
-/** report.md: run info, claims, our numbers next to the paper's, raw neurons, the diff. */
+/** The diff row's "ours" with its interval: "0.245 ± 0.012 (n=3)". */
+function diffOurs(d: Report["diff"]["rows"][number]): string {
+  if (d.ours === null) return "–";
+  if (d.oursCi95) return `${fmt(d.ours, 4)} ± ${fmt((d.oursCi95[1] - d.oursCi95[0]) / 2, 4)} (n=${d.n})`;
+  return fmt(d.ours, 4);
+}
+
+/** report.md: run info, claims, our numbers next to the paper's, comparison, raw neurons, diff. */
 export function renderMarkdown(r: Report): string {
   const sources = reportSources(r);
   const idx = diffIndex(r.diff.rows);
@@ -124,13 +233,17 @@ export function renderMarkdown(r: Report): string {
   out.push("## Claims", "");
   out.push(
     table(
-      ["claim", "status", "evidence", "paper"],
-      r.claims.map((c) => [
-        `${mdCell(c.id)}: ${mdCell(c.statement)}`,
-        c.status === "pass" ? "**pass**" : c.status === "fail" ? "**FAIL**" : "n/a",
-        mdCell(c.evidence),
-        mdCell(c.ref),
-      ]),
+      ["claim", "status", "criterion", "evidence", "paper"],
+      r.claims.map((c) => {
+        const st = claimStatusText(c);
+        return [
+          `${mdCell(c.id)}: ${mdCell(c.statement)}`,
+          c.status === "pass" || c.status === "fail" ? `**${st}**` : mdCell(st),
+          mdCell(c.criterion ?? ""),
+          mdCell(c.evidence),
+          mdCell(c.paper ? `${c.ref}; ${c.paper}` : c.ref),
+        ];
+      }),
     ),
     "",
   );
@@ -138,31 +251,31 @@ export function renderMarkdown(r: Report): string {
   out.push("## Cases", "");
   const mapText = Object.entries(r.diff.encoderMap).map(([e, s]) => `${s} ↔ paper ${e}`).join(", ") || "none";
   out.push(
-    `Ours, with the paper's number in parentheses where one corresponds (source mapping: ${
-      mdCell(mapText)
-    }).`,
+    `Mean over seeds ± half-width of the 95 % interval (no ± with one seed), n = seeds; the paper's ` +
+      `number in parentheses where one corresponds (source mapping: ${mdCell(mapText)}).`,
     "",
   );
-  const hdr = ["case", "R² %", "L0", "dead %", "train s"];
+  const hdr = ["case", "n", "R² %", "L0", "dead %", "train s"];
   for (const s of sources) hdr.push(`MS mean ${mdCell(s)}`, `MS max ${mdCell(s)}`, `> raw ${mdCell(s)}`);
-  const cases = [...r.cases].sort((a, b) => caseSortKey(a).localeCompare(caseSortKey(b)));
+  const aggs = [...reportAggregates(r)].sort((a, b) => caseSortKey(a).localeCompare(caseSortKey(b)));
   out.push(
     table(
       hdr,
-      cases.map((c) => {
+      aggs.map((c) => {
         const row = [
           mdCell(c.id),
-          withPaper(c.r2, idx.get(`${c.id}|r2|`), 1),
-          withPaper(c.l0, idx.get(`${c.id}|l0|`), 1),
-          fmt(c.deadFraction * 100, 1),
-          fmt(c.trainSeconds, 1),
+          String(c.n),
+          statWithPaper(c.r2, idx.get(`${c.id}|r2|`), 1),
+          statWithPaper(c.l0, idx.get(`${c.id}|l0|`), 1),
+          fmtStat(c.deadFraction, 1, 100),
+          fmtStat(c.trainSeconds, 1),
         ];
         for (const s of sources) {
-          const m = msOf(c, s);
+          const m = c.ms.find((x) => x.encoder === s);
           row.push(
-            withPaper(m?.mean, idx.get(`${c.id}|ms_mean|${s}`), 3),
-            withPaper(m?.max, idx.get(`${c.id}|ms_max|${s}`), 3),
-            fmt(c.fracAboveRaw?.[s], 2),
+            statWithPaper(m?.mean, idx.get(`${c.id}|ms_mean|${s}`), 3),
+            statWithPaper(m?.max, idx.get(`${c.id}|ms_max|${s}`), 3),
+            fmtStat(c.fracAboveRaw[s], 2),
           );
         }
         return row;
@@ -170,6 +283,8 @@ export function renderMarkdown(r: Report): string {
     ),
     "",
   );
+
+  if (r.comparison) out.push(...comparisonMarkdown(r.comparison), "");
 
   out.push("## Raw neurons (No SAE)", "");
   const lh = ["layer", "source layer", "d"];
@@ -205,7 +320,7 @@ export function renderMarkdown(r: Report): string {
           d.metric,
           mdCell(d.source ? `${d.source} (${d.paperEncoder})` : ""),
           fmt(d.paper, 4),
-          fmt(d.ours, 4),
+          diffOurs(d),
           fmt(d.delta, 4),
           String(d.tolerance),
           d.status,
@@ -218,8 +333,70 @@ export function renderMarkdown(r: Report): string {
   return out.join("\n");
 }
 
+/** Markdown of the comparison view: the verdict counts, then every row. */
+function comparisonMarkdown(cmp: NonNullable<Report["comparison"]>): string[] {
+  const out: string[] = [];
+  const lvl = `${Math.round(cmp.level * 1000) / 10} %`;
+  out.push(`## Comparison: ${mdCell(cmp.variant)} vs ${mdCell(cmp.references.join(", ") || "none")}`, "");
+  out.push(`${mdCell(cmp.method)}; level ${lvl}.`, "");
+  if (cmp.unmatched.length) {
+    out.push(`No reference at the same layer, ε and K for: ${mdCell(cmp.unmatched.join(", "))}.`, "");
+  }
+  out.push(
+    table(
+      ["reference", "metric", "source", "better", "worse", "indistinguishable", "higher", "lower"],
+      cmp.summary.map((s) => [
+        mdCell(s.reference),
+        METRIC_LABEL[s.metric],
+        mdCell(s.source),
+        String(s.counts.better),
+        String(s.counts.worse),
+        String(s.counts.indistinguishable),
+        String(s.counts.higher),
+        String(s.counts.lower),
+      ]),
+    ),
+    "",
+  );
+  if (cmp.rows.length) {
+    out.push(
+      table(
+        [
+          "reference",
+          "layer",
+          "ε",
+          "K",
+          "metric",
+          "source",
+          "variant",
+          "reference value",
+          "difference",
+          "n",
+          "verdict",
+        ],
+        cmp.rows.map((x) => [
+          mdCell(x.reference),
+          x.layer,
+          String(x.expansion),
+          String(x.k),
+          METRIC_LABEL[x.metric],
+          mdCell(x.source),
+          fmtStat(x.variantStat, 3),
+          fmtStat(x.referenceStat, 3),
+          Number.isFinite(x.diff.lo)
+            ? `${fmt(x.diff.mean, 3)} [${fmt(x.diff.lo, 3)}, ${fmt(x.diff.hi, 3)}] (${x.diff.method})`
+            : `${fmt(x.diff.mean, 3)} (no interval)`,
+          String(x.diff.n),
+          x.verdict,
+        ]),
+      ),
+    );
+  }
+  return out;
+}
+
 export interface WriteOptions {
-  /** Which files to write (default all four). */
+  /** Which files to write (default all). */
   formats?: (keyof typeof REPORT_FILES)[];
 }
 
@@ -232,6 +409,7 @@ export async function writeReport(dir: string, r: Report, opts: WriteOptions = {
   const render: Record<keyof typeof REPORT_FILES, () => string> = {
     json: () => reportJson(r),
     csv: () => resultsCsv(r),
+    seedsCsv: () => seedsCsv(r),
     md: () => renderMarkdown(r),
     html: () => renderHtml(r),
   };
