@@ -24,10 +24,15 @@ export { Rng } from "./src/util/rng.ts";
 export type {
   AdamParams,
   Backend,
+  Bcast,
   ClipParams,
   Codes,
   CodesT,
   DType,
+  EwArg,
+  EwSpace,
+  MatmulOptions,
+  ReduceTo,
   Tensor,
   Threshold,
 } from "./src/backend/types.ts";
@@ -35,6 +40,12 @@ export { CpuBackend } from "./src/backend/cpu.ts";
 export { BlasBackend, openBlas } from "./src/backend/blas.ts";
 export { BACKEND_NAMES, selectBackend } from "./src/backend/select.ts";
 export type { BackendName } from "./src/backend/select.ts";
+
+// Compute layer: element-wise expressions and the reverse-mode tape
+export { derivative, evaluate, expr } from "./src/compute/expr.ts";
+export type { Expr } from "./src/compute/expr.ts";
+export { col, row, Tape, Var } from "./src/compute/tape.ts";
+export type { Bcasted, EwArgs, EwOptions, Pattern } from "./src/compute/tape.ts";
 
 // SAE variants and training
 export * from "./src/sae/mod.ts";
@@ -52,6 +63,17 @@ export type { EmbeddedData, EmbeddedOptions } from "./src/data/embedded.ts";
 export { clipPreprocess, loadImageFolder } from "./src/data/images.ts";
 export { nsfwjsOnnx, OnnxRunner } from "./src/data/onnx.ts";
 
+// Bring your own data and checkpoints: torch.save files, dictionary_learning SAEs, the
+// reference's checkpoint folders, streaming store writes
+export { openPt, ptEntries, ptMatrix, readPtFloat, readPtInts, streamPtRows } from "./src/io/pt.ts";
+export type { PtDType, PtFile, PtTensor } from "./src/io/pt.ts";
+export { loadDictLearningFile, loadDictLearningSae, trainerCheckpoint } from "./src/io/dictlearn.ts";
+export type { DictLearnClass, DictLearnSae } from "./src/io/dictlearn.ts";
+export { parseActsName, walkReferenceLayout } from "./src/io/reference_layout.ts";
+export type { ReferenceSae, WalkResult } from "./src/io/reference_layout.ts";
+export { StoreWriter } from "./src/io/store_writer.ts";
+export type { SaeOrigin } from "./src/train/checkpoint.ts";
+
 // Grid, pipeline and report
 export * from "./src/grid/cases.ts";
 export { embeddedData, manifestData } from "./src/run/data.ts";
@@ -60,7 +82,12 @@ export { measureLayer, runCase, runPipeline } from "./src/run/pipeline.ts";
 export type { PipelineOptions } from "./src/run/pipeline.ts";
 export { loadFixtures } from "./src/report/fixtures.ts";
 export { diffAgainstPaper } from "./src/report/diff.ts";
-export { checkClaims } from "./src/report/claims.ts";
+export { checkClaims, PAPER_FIGURES, paperFigures } from "./src/report/claims.ts";
+export type { ClaimOptions, PaperFigures } from "./src/report/claims.ts";
+export { aggregateCases, diffStat, stat, STATS_METHOD } from "./src/report/stats.ts";
+export type { CaseAggregate, DiffStat, MsAggregate, Stat } from "./src/report/stats.ts";
+export { compareVariants, paretoFront } from "./src/report/compare.ts";
+export type { CompareOptions, Comparison, ComparisonRow, Verdict } from "./src/report/compare.ts";
 export { writeReport } from "./src/report/writers.ts";
 export { compareWithBaseline, formatBaselineSummary, loadBaseline } from "./src/report/baseline.ts";
 export { Progress } from "./src/report/progress.ts";

@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { MonobenchError } from "../src/util/errors.ts";
+import { Rng } from "../src/util/rng.ts";
+import { resolveSaeConfig } from "../src/sae/config.ts";
+import { getSae } from "../src/sae/registry.ts";
+import "../src/sae/mod.ts";
 import {
   decodeSafetensors,
   encodeSafetensors,
@@ -8,7 +12,9 @@ import {
   loadTrainCheckpoint,
   plantedSparseData,
   readSafetensors,
+  saeLensConfig,
   saveSae,
+  saveTrainCheckpoint,
   type TrainInput,
   trainSae,
   writeSafetensors,
@@ -295,5 +301,133 @@ Deno.test("atomic checkpoint directory: a crash between renames leaves <dir>.pre
     const bad = { ...res.params, bdec: res.params.bdec.map((v, i) => (i === 0 ? NaN : v)) };
     await assert.rejects(saveSae(`${dir}/s`, bad), mbErr(/bdec: non-finite/));
     assert.deepEqual([...Deno.readDirSync(dir)], []);
+  });
+});
+
+// SAELens's loaders, as read in its source (v5.11 SAEConfig + handle_config_defaulting; v6.18
+// handle_pre_6_0_config and the jumprelu / topk / standard inference classes): fields v5 needs
+// after its defaulting, and the tensors each architecture's strict load_state_dict expects.
+const SAELENS5_REQUIRED: Record<string, (v: unknown) => boolean> = {
+  architecture: (v) => ["standard", "gated", "jumprelu", "topk"].includes(v as string),
+  d_in: Number.isInteger,
+  d_sae: Number.isInteger,
+  context_size: Number.isInteger,
+  model_name: (v) => typeof v === "string",
+  hook_name: (v) => typeof v === "string",
+  hook_layer: Number.isInteger,
+  hook_head_index: (v) => v === null || Number.isInteger(v),
+  dataset_path: (v) => typeof v === "string",
+  dtype: (v) => v === "float32",
+  activation_fn_str: (v) => v === "relu" || v === "topk",
+  apply_b_dec_to_input: (v) => v === true,
+  finetuning_scaling_factor: (v) => v === false,
+  prepend_bos: (v) => typeof v === "boolean",
+  dataset_trust_remote_code: (v) => typeof v === "boolean",
+  normalize_activations: (v) => v === "none",
+  device: (v) => typeof v === "string",
+  sae_lens_training_version: (v) => v === null || typeof v === "string",
+};
+const SAELENS_TENSORS: Record<string, string[]> = {
+  jumprelu: ["W_dec", "W_enc", "b_dec", "b_enc", "threshold"],
+  topk: ["W_dec", "W_enc", "b_dec", "b_enc"],
+  standard: ["W_dec", "W_enc", "b_dec", "b_enc"],
+};
+
+Deno.test("cfg.json: SAELens 5.x required fields, a pre-6.0 config SAELens 6 converts, exact tensor sets", async () => {
+  const rng = new Rng(3);
+  const d = 6, width = 64;
+  await withTmp(async (dir) => {
+    for (const variant of ["batchtopk", "matryoshka", "topk", "relu"]) {
+      const cfg = resolveSaeConfig(getSae(variant), { variant, d, width, k: 3 });
+      const rand = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
+      const params = {
+        cfg,
+        Wenc: rand(width * d),
+        benc: rand(width),
+        Wdec: rand(width * d),
+        bdec: rand(d),
+        threshold: variant === "relu" || variant === "topk" ? -1 : 0.25,
+        normFactor: 2,
+      };
+      const origin = {
+        modelName: "clip-vit-large-patch14-336",
+        hookName: "post_projection",
+        hookLayer: -1,
+        datasetPath: "imagenet val",
+      };
+      for (const [tag, o] of [["placeholders", {}], ["origin", origin]] as const) {
+        const at = `${dir}/${variant}-${tag}`;
+        await saveSae(at, params, {}, o);
+        const c = JSON.parse(await Deno.readTextFile(`${at}/cfg.json`));
+        for (const [k, ok] of Object.entries(SAELENS5_REQUIRED)) {
+          assert.ok(k in c && ok(c[k]), `${variant}/${tag}: SAELens 5 field ${k} = ${JSON.stringify(c[k])}`);
+        }
+        // No sae_lens_version: SAELens 6 takes its pre-6.0 path, which moves these into metadata.
+        assert.ok(!("sae_lens_version" in c) && !("metadata" in c));
+        const arch = getSae(variant).architecture;
+        assert.equal(c.architecture, arch);
+        if (arch === "topk") {
+          assert.equal(c.activation_fn_str, "topk");
+          assert.deepEqual(c.activation_fn_kwargs, { k: 3 }); // v5 TopK, and v6's topk conversion
+          assert.equal(c.k, 3);
+        } else assert.equal(c.activation_fn_str, "relu");
+        if (tag === "origin") {
+          assert.deepEqual(
+            [c.model_name, c.hook_name, c.hook_layer, c.dataset_path, c.context_size],
+            ["clip-vit-large-patch14-336", "post_projection", -1, "imagenet val", 1],
+          );
+        } else {
+          assert.deepEqual(
+            [c.model_name, c.hook_name, c.hook_layer, c.dataset_path, c.context_size, c.hook_head_index],
+            ["unknown", "unknown", -1, "unknown", 1, null],
+          );
+        }
+        const st = await readSafetensors(`${at}/sae_weights.safetensors`);
+        assert.deepEqual(Object.keys(st.tensors).sort(), SAELENS_TENSORS[arch], `${variant}: tensor set`);
+        for (const t of Object.values(st.tensors)) assert.equal(t.dtype, "F32");
+        if (variant === "matryoshka") {
+          // Group sizes as dictionary_learning computes them (int(f·ω), remainder last) and SAELens 6's widths.
+          assert.deepEqual(c.monobench.groupSizes, [4, 8, 16, 36]);
+          assert.deepEqual(c.matryoshka_widths, [4, 12, 28, 64]);
+        } else {
+          assert.ok(!("groupSizes" in c.monobench) && !("matryoshka_widths" in c));
+        }
+        assert.deepEqual(await loadSae(at), params, `${variant}: round trip`);
+      }
+    }
+    const p = { cfg: resolveSaeConfig(getSae("batchtopk"), { variant: "batchtopk", d: 2, width: 4, k: 1 }) };
+    assert.throws(
+      () =>
+        saeLensConfig(
+          {
+            ...p,
+            Wenc: new Float32Array(8),
+            benc: new Float32Array(4),
+            Wdec: new Float32Array(8),
+            bdec: new Float32Array(2),
+            threshold: 0,
+            normFactor: 1,
+          },
+          {},
+          { hookLayer: 1.5 },
+        ),
+      mbErr(/hookLayer must be an integer/),
+    );
+  });
+});
+
+Deno.test("training checkpoints carry the origin they are given", async () => {
+  const data = plantedSparseData(200, 8, 16, 2, 1);
+  await withTmp(async (dir) => {
+    await trainSae(new CpuBackend(), data.x, { ...base, d: 8, steps: 10 }, { checkpointDir: `${dir}/ck` });
+    const ck = await loadTrainCheckpoint(`${dir}/ck`);
+    await saveTrainCheckpoint(`${dir}/ck`, {
+      ...ck,
+      origin: { modelName: "m", hookName: "block_16", hookLayer: 16, datasetPath: "d" },
+    });
+    const c = JSON.parse(await Deno.readTextFile(`${dir}/ck/cfg.json`));
+    assert.deepEqual([c.model_name, c.hook_name, c.hook_layer, c.dataset_path], ["m", "block_16", 16, "d"]);
+    assert.equal(c.monobench.step, 10);
+    assert.deepEqual((await loadTrainCheckpoint(`${dir}/ck`)).weights, ck.weights);
   });
 });

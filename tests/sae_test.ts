@@ -4,6 +4,7 @@ import type { Backend, Codes } from "../src/backend/types.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 import { Rng } from "../src/util/rng.ts";
 import {
+  getFusedSae,
   getSae,
   groupBounds,
   groupSizes,
@@ -108,7 +109,7 @@ Deno.test("matryoshka groups: int(f·ω) sizes, remainder last, cumulative prefi
   assert.deepEqual(groupBounds([0.0625, 0.125, 0.25, 0.5625], 768), [48, 144, 336, 768]);
   // iNaturalist hierarchy (paper App. E.3): ω = 1536 → {3, 16, 69, 359, 1536}.
   assert.deepEqual(groupBounds([0.002, 0.009, 0.035, 0.189, 0.765], 1536), [3, 16, 69, 359, 1536]);
-  const m = getSae("matryoshka"), c = cfgFor("matryoshka", 8, 64);
+  const m = getFusedSae("matryoshka"), c = cfgFor("matryoshka", 8, 64);
   assert.deepEqual(m.reconWeights(c), [1 / 16, 1 / 16, 1 / 16, 1 / 16]);
   assert.deepEqual(m.reconWeights({ ...c, lossWeighting: "paper" }), [1, 1, 1, 1]);
 });
@@ -133,7 +134,7 @@ Deno.test("BatchTopK activation: exactly K·B codes, the K·B largest values ove
   const host = rng.normals(B * w).map((v) => Math.max(0, v));
   const pre = be.tensor(host, [B, w]);
   const c = cfgFor("batchtopk", 4, w, { k: K });
-  const v = getSae("batchtopk");
+  const v = getFusedSae("batchtopk");
   const codes = be.codes(B, w, v.trainCapacity(c, B));
   v.trainActivation({ backend: be, cfg: c, rows: B, pre, out: codes, scratch: be.zeros([B]) });
   const r = await readCodes(be, codes);
@@ -164,7 +165,7 @@ Deno.test("BatchTopK activation: ties at the threshold are kept; few positives k
   const host = new Float32Array(B * w);
   host[0] = 3, host[7] = 2, host[2] = 1, host[9] = 1, host[14] = 1, host[20] = 1;
   const c = cfgFor("batchtopk", 2, w, { k: K });
-  const v = getSae("batchtopk");
+  const v = getFusedSae("batchtopk");
   const codes = be.codes(B, w, v.trainCapacity(c, B));
   v.trainActivation({
     backend: be,
@@ -200,7 +201,14 @@ Deno.test("TopK / ReLU / threshold inference activations", async () => {
   // TopK: K per row.
   const ct = cfgFor("topk", 3, w, { k: 3 });
   const codes = be.codes(B, w, B * w);
-  getSae("topk").trainActivation({ backend: be, cfg: ct, rows: B, pre, out: codes, scratch: be.zeros([B]) });
+  getFusedSae("topk").trainActivation({
+    backend: be,
+    cfg: ct,
+    rows: B,
+    pre,
+    out: codes,
+    scratch: be.zeros([B]),
+  });
   let r = await readCodes(be, codes);
   for (let b = 0; b < B; b++) {
     const row = Array.from(host.slice(b * w, (b + 1) * w));
@@ -211,7 +219,7 @@ Deno.test("TopK / ReLU / threshold inference activations", async () => {
   }
   // ReLU: every positive value.
   const cr = cfgFor("relu", 3, w);
-  getSae("relu").inferenceActivation({
+  getFusedSae("relu").inferenceActivation({
     backend: be,
     cfg: cr,
     rows: B,
@@ -226,7 +234,7 @@ Deno.test("TopK / ReLU / threshold inference activations", async () => {
   // BatchTopK inference: f·(f > θ), strict.
   const cb = cfgFor("batchtopk", 3, w, { k: 2 });
   const theta = host.filter((x) => x > 0).sort((a, c) => a - c)[3]; // an existing value: strict excludes it
-  getSae("batchtopk").inferenceActivation({
+  getFusedSae("batchtopk").inferenceActivation({
     backend: be,
     cfg: cb,
     rows: B,

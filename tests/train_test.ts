@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 import { Rng } from "../src/util/rng.ts";
-import { getSae, groupBounds, resolveSaeConfig, type SaeConfig } from "../src/sae/mod.ts";
+import { getFusedSae, getSae, groupBounds, resolveSaeConfig, type SaeConfig } from "../src/sae/mod.ts";
 import {
   BatchOrder,
   computeNormFactor,
@@ -22,7 +22,7 @@ function close(a: number, b: number, rel: number, what = "") {
   assert.ok(Math.abs(a - b) <= rel * Math.max(Math.abs(a), Math.abs(b)), `${what} ${a} vs ${b}`);
 }
 
-Deno.test("lr formulas: paper.md table (code vs paper, exactly 5×)", () => {
+Deno.test('lr formulas: docs/REFERENCE.md "Learning rate" (code vs paper, exactly 5×)', () => {
   const table: [number, number, number][] = [
     [1024, 8.0e-4, 4.0e-3],
     [65536, 1.0e-4, 5.0e-4],
@@ -182,7 +182,7 @@ Deno.test("gradients of the whole loss vs finite differences (ReLU-L1, BatchTopK
       deadAfterTokens: B, // every latent that does not fire in the batch is dead
       groupFractions: variant === "matryoshka" ? [0.25, 0.25, 0.5] : [1],
     });
-    const v = getSae(variant);
+    const v = getFusedSae(variant);
     const Wdec = v.initDecoder(cfg, rng);
     const w0 = { Wenc: rng.normals(w * d, 0.5), benc: rng.normals(w, 0.1), Wdec, bdec: rng.normals(d, 0.1) };
     const x = rng.normals(B * d);
@@ -444,6 +444,6 @@ Deno.test("divergence: huge inputs give a clear error and the last good checkpoi
 
 Deno.test("groupBounds of the default Matryoshka config is what the engine uses", () => {
   const cfg = resolveSaeConfig(getSae("matryoshka"), { variant: "matryoshka", d: 8, width: 256 });
-  assert.deepEqual(getSae("matryoshka").groups(cfg), groupBounds(cfg.groupFractions, 256));
-  assert.deepEqual(getSae("matryoshka").groups(cfg), [16, 48, 112, 256]);
+  assert.deepEqual(getFusedSae("matryoshka").groups(cfg), groupBounds(cfg.groupFractions, 256));
+  assert.deepEqual(getFusedSae("matryoshka").groups(cfg), [16, 48, 112, 256]);
 });

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import type { Backend, Codes, CodesT, Tensor } from "../src/backend/types.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../src/backend/webgpu/backend.ts";
+import { expr } from "../src/compute/expr.ts";
+import { col, Tape } from "../src/compute/tape.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 import { Rng } from "../src/util/rng.ts";
 
@@ -784,4 +786,154 @@ gtest("BatchTopK / Matryoshka training step matches the CPU backend", async (gpu
   assertClose(g.stats, c.stats, 0, 1e-4, "loss and grad norm");
   assertClose(g.thr, c.thr, 0, 1e-5, "threshold");
   for (const k of ["Wenc", "Wdec", "bdec"] as const) assertClose(g[k], c[k], 1e-5, 1e-4, k);
+});
+
+// ---- compute primitives (the tape's layer) -------------------------------------------------
+
+gtest("map and reduce (dense and entries spaces, every broadcast, splits)", async (gpu) => {
+  const rng = new Rng(31);
+  const R = 300, C = 70; // 84 KB: two row chunks on the 64 KiB device
+  const X = rng.normals(R * C), r = rng.normals(R), cv = rng.normals(C), s = rng.normals(2);
+  const [xc, xg] = both(gpu, X, [R, C]), [rc, rg] = both(gpu, r, [R]), [cc, cg] = both(gpu, cv, [C]);
+  const [sc, sg] = both(gpu, s, [2]);
+  const e = expr("select(x > a, x * exp(b), relu(-x)) + k * z");
+  const args = (x: Tensor, a: Tensor, b: Tensor, z: Tensor) => ({
+    x: { t: x, bc: "full" as const },
+    a: { t: a, bc: "row" as const },
+    b: { t: b, bc: "col" as const },
+    z: { t: z, bc: "scalar" as const, slot: 1 },
+    k: { c: 0.75 },
+  });
+  const ac = args(xc, rc, cc, sc), ag = args(xg, rg, cg, sg);
+  const sp = { kind: "dense" as const, rows: R, cols: C };
+  for (const acc of [false, true]) {
+    const [oc, og] = both(gpu, X, [R, C]);
+    cpu.map(e, ac, sp, oc, acc);
+    gpu.map(e, ag, sp, og, acc);
+    const [a, b] = await readBoth(gpu, oc, og);
+    assertNear(b, a, `map acc=${acc}`);
+    for (const to of ["scalar", "rows", "cols"] as const) {
+      const n = to === "scalar" ? 3 : to === "rows" ? R : C;
+      const init = rng.normals(n);
+      const [tc, tg] = both(gpu, init, [n]);
+      cpu.reduce(e, ac, sp, to, tc, { accumulate: acc, slot: 2 });
+      gpu.reduce(e, ag, sp, to, tg, { accumulate: acc, slot: 2 });
+      const [u, v] = await readBoth(gpu, tc, tg);
+      assertNear(v, u, `reduce ${to} acc=${acc}`, 1e-4);
+    }
+  }
+  // Entries space.
+  const B = 40, w = 33;
+  const { c, g } = await randomCodes(gpu, rng, B, w, 0.3);
+  const [ct, gt] = transposeBoth(gpu, c, g);
+  const vals = rng.normals(c.cap);
+  const [vc, vg] = both(gpu, vals, [c.cap]),
+    [pc, pg] = both(gpu, rng.normals(B), [B]),
+    [qc, qg] = both(gpu, rng.normals(w), [w]);
+  const ee = expr("v * p - q / (1 + sq(v))");
+  const ea = (v: Tensor, p: Tensor, q: Tensor) => ({
+    v: { t: v, bc: "full" as const },
+    p: { t: p, bc: "row" as const },
+    q: { t: q, bc: "col" as const },
+  });
+  const spc = { kind: "entries" as const, codes: c, codesT: ct },
+    spg = { kind: "entries" as const, codes: g, codesT: gt };
+  const [mc, mg] = both(gpu, new Float32Array(c.cap).fill(5), [c.cap]);
+  cpu.map(ee, ea(vc, pc, qc), spc, mc);
+  gpu.map(ee, ea(vg, pg, qg), spg, mg);
+  const [m1, m2] = await readBoth(gpu, mc, mg);
+  assertNear(m2, m1, "entries map");
+  for (const to of ["scalar", "rows", "cols"] as const) {
+    const n = to === "scalar" ? 1 : to === "rows" ? B : w;
+    const [tc, tg] = both(gpu, new Float32Array(n), [n]);
+    cpu.reduce(ee, ea(vc, pc, qc), spc, to, tc);
+    gpu.reduce(ee, ea(vg, pg, qg), spg, to, tg);
+    const [u, v] = await readBoth(gpu, tc, tg);
+    assertNear(v, u, `entries reduce ${to}`, 1e-4);
+  }
+});
+
+gtest("matmul (four layouts, alpha, accumulate, block splits)", async (gpu) => {
+  const rng = new Rng(32);
+  const M = 150, N = 41, K = 130; // A, B and C blocks split on the 64 KiB device
+  for (const ta of [false, true]) {
+    for (const tb of [false, true]) {
+      const [ac, ag] = both(gpu, rng.normals(M * K), ta ? [K, M] : [M, K]);
+      const [bc, bg] = both(gpu, rng.normals(K * N), tb ? [N, K] : [K, N]);
+      const [cc, cg] = both(gpu, rng.normals(M * N), [M, N]);
+      for (const acc of [true, false]) {
+        cpu.matmul(ac, bc, cc, { ta, tb, alpha: -0.5, accumulate: acc });
+        gpu.matmul(ag, bg, cg, { ta, tb, alpha: -0.5, accumulate: acc });
+      }
+      const [a, b] = await readBoth(gpu, cc, cg);
+      assertNear(b, a, `matmul ta=${ta} tb=${tb}`, 1e-4);
+    }
+  }
+});
+
+gtest("spmm, sddmm, spmmT, gatherEntries, scatterEntries (accumulate on/off, splits)", async (gpu) => {
+  const rng = new Rng(33);
+  const B = 130, w = 150, d = 130; // dense, W and A split on the 64 KiB device
+  const { c, g } = await randomCodes(gpu, rng, B, w, 0.05);
+  const [ct, gt] = transposeBoth(gpu, c, g);
+  const [vc, vg] = both(gpu, rng.normals(c.cap), [c.cap]);
+  const [Wc, Wg] = both(gpu, rng.normals(w * d), [w, d]), [Ac, Ag] = both(gpu, rng.normals(B * d), [B, d]);
+  const [Dc, Dg] = both(gpu, rng.normals(B * w), [B, w]);
+  for (const acc of [false, true]) {
+    const [oc, og] = both(gpu, rng.normals(B * d), [B, d]);
+    cpu.spmm(c, vc, Wc, oc, acc);
+    gpu.spmm(g, vg, Wg, og, acc);
+    const [a1, b1] = await readBoth(gpu, oc, og);
+    assertNear(b1, a1, `spmm acc=${acc}`, 1e-4);
+    const [sc, sg] = both(gpu, rng.normals(c.cap), [c.cap]);
+    cpu.sddmm(c, Ac, Wc, sc, acc);
+    gpu.sddmm(g, Ag, Wg, sg, acc);
+    const [a2, b2] = await readBoth(gpu, sc, sg);
+    assertNear(b2, a2, `sddmm acc=${acc}`, 1e-4);
+    const [tc, tg] = both(gpu, rng.normals(w * d), [w, d]);
+    cpu.spmmT(c, ct, vc, Ac, tc, acc);
+    gpu.spmmT(g, gt, vg, Ag, tg, acc);
+    const [a3, b3] = await readBoth(gpu, tc, tg);
+    assertNear(b3, a3, `spmmT acc=${acc}`, 1e-4);
+    const [xc, xg] = both(gpu, rng.normals(B * w), [B, w]);
+    cpu.scatterEntries(c, vc, xc, acc);
+    gpu.scatterEntries(g, vg, xg, acc);
+    const [a4, b4] = await readBoth(gpu, xc, xg);
+    assertNear(b4, a4, `scatterEntries acc=${acc}`);
+  }
+  const [ec, eg] = both(gpu, rng.normals(c.cap), [c.cap]);
+  cpu.gatherEntries(c, Dc, ec);
+  gpu.gatherEntries(g, Dg, eg);
+  const [a5, b5] = await readBoth(gpu, ec, eg);
+  bitsEqual(b5, a5, "gatherEntries");
+});
+
+gtest("tape: gradients of a sparse SAE-like loss match the CPU backend", async (gpu) => {
+  const rng = new Rng(34);
+  const B = 20, d = 8, w = 48;
+  const data = {
+    x: rng.normals(B * d),
+    W: rng.normals(w * d, 0.4),
+    b: rng.normals(w, 0.1),
+    th: rng.normals(w, 0.1),
+  };
+  const run = async (be: Backend) => {
+    const t = new Tape(be);
+    const gW = be.zeros([w, d]), gb = be.zeros([w]), gth = be.zeros([w]);
+    const x = t.input(be.tensor(data.x, [B, d]));
+    const W = t.param(be.tensor(data.W, [w, d]), gW), b = t.param(be.tensor(data.b, [w]), gb);
+    const th = t.param(be.tensor(data.th, [w]), gth);
+    const z = t.map("z + b", { z: t.matmul(x, t.detach(W), { tb: true }), b: col(t.detach(b)) });
+    const p = t.select(z, t.kthLargest(z, 3 * B), { cap: 4 * B });
+    const f = t.map("z * sq(th)", { z: t.map("s + b", { s: t.sddmm(p, x, W), b: col(b) }), th: col(th) });
+    const xh = t.spmm(f, W);
+    const L = t.map("a + c", {
+      a: t.sum("sq(xh - x)", { xh, x }),
+      c: t.sum("sq(u)", { u: t.sum("f", { f }, "cols") }),
+    });
+    t.backward([L]);
+    return [await be.read(L.t), await be.read(gW), await be.read(gb), await be.read(gth)] as Float32Array[];
+  };
+  const a = await run(cpu), b = await run(gpu);
+  ["loss", "dW", "db", "dth"].forEach((n, i) => assertNear(b[i], a[i], n, 1e-4));
 });

@@ -2,8 +2,24 @@
  * CPU backend: the reference implementation of the {@link Backend} contract and the oracle the
  * GPU kernels are tested against. Plain TypeScript on typed arrays; ops run synchronously.
  */
-import type { AdamParams, Backend, ClipParams, Codes, CodesT, DType, Tensor, Threshold } from "./types.ts";
+import type {
+  AdamParams,
+  Backend,
+  ClipParams,
+  Codes,
+  CodesT,
+  DType,
+  EwArg,
+  EwSpace,
+  MatmulOptions,
+  ReduceTo,
+  Tensor,
+  Threshold,
+} from "./types.ts";
 import { MonobenchError } from "../util/errors.ts";
+import type { Expr } from "../compute/expr.ts";
+import { bindEw } from "../compute/ew.ts";
+import { hostArgs, runEw } from "../compute/cpu_ew.ts";
 
 export class CpuTensor implements Tensor {
   readonly size: number;
@@ -554,6 +570,119 @@ export class CpuBackend implements Backend {
     }
   }
 
+  // ---- primitives -----------------------------------------------------------------------------
+  map(e: Expr, args: Record<string, EwArg>, space: EwSpace, out: Tensor, accumulate = false): void {
+    const b = bindEw(e, args, space, out);
+    const { T, S } = hostArgs(b, (a) => a.kind === "tensor" ? f32(a.t) : undefined);
+    runEw(e, b, entriesOf(space), undefined, accumulate, T, S, f32(out), 0);
+  }
+
+  reduce(
+    e: Expr,
+    args: Record<string, EwArg>,
+    space: EwSpace,
+    to: ReduceTo,
+    out: Tensor,
+    opts: { accumulate?: boolean; slot?: number } = {},
+  ): void {
+    const slot = opts.slot ?? 0;
+    const b = bindEw(e, args, space, out, to, slot);
+    const { T, S } = hostArgs(b, (a) => a.kind === "tensor" ? f32(a.t) : undefined);
+    runEw(e, b, entriesOf(space), to, !!opts.accumulate, T, S, f32(out), slot);
+  }
+
+  matmul(a: Tensor, b: Tensor, c: Tensor, opts: MatmulOptions = {}): void {
+    const { M, N, K } = matmulDims(a, b, c, opts);
+    const alpha = opts.alpha ?? 1;
+    // Pack op(a) as [M, K] and op(b)ᵀ as [N, K] rows, then row-by-row dot products.
+    const A = opts.ta ? transposed(f32(a), K, M) : f32(a);
+    const Bt = opts.tb ? f32(b) : transposed(f32(b), K, N);
+    gemmNT(A, Bt, M, N, K, f32(c), alpha, !!opts.accumulate);
+  }
+
+  spmm(codes: Codes, vals: Tensor, W: Tensor, out: Tensor, accumulate: boolean): void {
+    const rp = u32(codes.rowPtr), idx = u32(codes.idx), v = f32(vals), Wm = f32(W), o = f32(out);
+    const d = sparseD(codes, W, "spmm");
+    checkSize(out, codes.rows * d, "spmm out");
+    checkSize(vals, codes.cap, "spmm vals", true);
+    const acc = new Float64Array(d);
+    for (let b = 0; b < codes.rows; b++) {
+      const ob = b * d;
+      for (let i = 0; i < d; i++) acc[i] = accumulate ? o[ob + i] : 0;
+      const e1 = Math.min(rp[b + 1], codes.cap);
+      for (let e = Math.min(rp[b], codes.cap); e < e1; e++) {
+        const a = v[e], r = idx[e] * d;
+        for (let i = 0; i < d; i++) acc[i] += a * Wm[r + i];
+      }
+      for (let i = 0; i < d; i++) o[ob + i] = acc[i];
+    }
+  }
+
+  sddmm(codes: Codes, A: Tensor, W: Tensor, out: Tensor, accumulate: boolean): void {
+    const rp = u32(codes.rowPtr), idx = u32(codes.idx), X = f32(A), Wm = f32(W), o = f32(out);
+    const d = sparseD(codes, W, "sddmm");
+    checkSize(A, codes.rows * d, "sddmm A");
+    checkSize(out, codes.cap, "sddmm out", true);
+    const total = Math.min(rp[codes.rows], codes.cap);
+    for (let b = 0; b < codes.rows; b++) {
+      const xo = b * d, e1 = Math.min(rp[b + 1], codes.cap);
+      for (let e = Math.min(rp[b], codes.cap); e < e1; e++) {
+        const r = idx[e] * d;
+        let s = 0;
+        for (let i = 0; i < d; i++) s += X[xo + i] * Wm[r + i];
+        o[e] = accumulate ? o[e] + s : s;
+      }
+    }
+    if (!accumulate) o.fill(0, total);
+  }
+
+  spmmT(codes: Codes, codesT: CodesT, vals: Tensor, A: Tensor, out: Tensor, accumulate: boolean): void {
+    const cp = u32(codesT.colPtr), row = u32(codesT.row), entry = u32(codesT.entry);
+    const v = f32(vals), X = f32(A), o = f32(out);
+    const w = codes.cols, d = codes.rows > 0 ? X.length / codes.rows : 0;
+    if (!Number.isInteger(d) || codesT.cols !== w) throw new MonobenchError("spmmT: shape mismatch");
+    checkSize(out, w * d, "spmmT out");
+    checkSize(vals, codes.cap, "spmmT vals", true);
+    const acc = new Float64Array(d);
+    for (let j = 0; j < w; j++) {
+      const s = cp[j], t = cp[j + 1], oj = j * d;
+      if (s === t) {
+        if (!accumulate) o.fill(0, oj, oj + d);
+        continue;
+      }
+      for (let i = 0; i < d; i++) acc[i] = accumulate ? o[oj + i] : 0;
+      for (let p = s; p < t; p++) {
+        const a = v[entry[p]], xo = row[p] * d;
+        for (let i = 0; i < d; i++) acc[i] += a * X[xo + i];
+      }
+      for (let i = 0; i < d; i++) o[oj + i] = acc[i];
+    }
+  }
+
+  gatherEntries(codes: Codes, dense: Tensor, out: Tensor): void {
+    const rp = u32(codes.rowPtr), idx = u32(codes.idx), D = f32(dense), o = f32(out);
+    checkSize(dense, codes.rows * codes.cols, "gatherEntries dense");
+    checkSize(out, codes.cap, "gatherEntries out", true);
+    const w = codes.cols, total = Math.min(rp[codes.rows], codes.cap);
+    for (let b = 0; b < codes.rows; b++) {
+      const e1 = Math.min(rp[b + 1], codes.cap);
+      for (let e = Math.min(rp[b], codes.cap); e < e1; e++) o[e] = D[b * w + idx[e]];
+    }
+    o.fill(0, total);
+  }
+
+  scatterEntries(codes: Codes, vals: Tensor, dense: Tensor, accumulate: boolean): void {
+    const rp = u32(codes.rowPtr), idx = u32(codes.idx), v = f32(vals), D = f32(dense);
+    checkSize(dense, codes.rows * codes.cols, "scatterEntries dense");
+    checkSize(vals, codes.cap, "scatterEntries vals", true);
+    if (!accumulate) D.fill(0);
+    const w = codes.cols;
+    for (let b = 0; b < codes.rows; b++) {
+      const e1 = Math.min(rp[b + 1], codes.cap);
+      for (let e = Math.min(rp[b], codes.cap); e < e1; e++) D[b * w + idx[e]] += v[e];
+    }
+  }
+
   // ---- training state -------------------------------------------------------------------------
   thresholdEma(codes: Codes, thr: Tensor, slot: number, beta: number): void {
     const total = u32(codes.rowPtr)[codes.rows], val = f32(codes.val), t = f32(thr);
@@ -590,4 +719,97 @@ function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number
   let s = 0;
   for (let i = 0; i < n; i++) s += a[ao + i] * b[bo + i];
   return s;
+}
+
+function entriesOf(space: EwSpace): { rp: Uint32Array; idx: Uint32Array; cap: number } | null {
+  if (space.kind === "dense") return null;
+  const c = space.codes;
+  return { rp: u32(c.rowPtr), idx: u32(c.idx), cap: c.cap };
+}
+
+function checkSize(t: Tensor, n: number, what: string, atLeast = false): void {
+  if (atLeast ? t.size < n : t.size !== n) {
+    throw new MonobenchError(`${what}: ${t.size} elements, expected ${atLeast ? "at least " : ""}${n}`);
+  }
+}
+
+/** Row length d of W [cols, d] for a sparse op on `codes`. */
+function sparseD(codes: Codes, W: Tensor, what: string): number {
+  const d = codes.cols > 0 ? W.size / codes.cols : 0;
+  if (!Number.isInteger(d)) {
+    throw new MonobenchError(`${what}: W has ${W.size} elements, not a multiple of ${codes.cols}`);
+  }
+  return d;
+}
+
+/** M, N, K of `matmul` from the operand shapes (2-D, consistent). Shared by every backend. */
+export function matmulDims(
+  a: Tensor,
+  b: Tensor,
+  c: Tensor,
+  opts: MatmulOptions,
+): { M: number; N: number; K: number } {
+  if (a.shape.length !== 2 || b.shape.length !== 2 || c.shape.length !== 2) {
+    throw new MonobenchError("matmul: operands must be 2-D");
+  }
+  const [a0, a1] = a.shape, [b0, b1] = b.shape;
+  const M = opts.ta ? a1 : a0, K = opts.ta ? a0 : a1;
+  const Kb = opts.tb ? b1 : b0, N = opts.tb ? b0 : b1;
+  if (K !== Kb || c.shape[0] !== M || c.shape[1] !== N) {
+    throw new MonobenchError(
+      `matmul: shapes [${a.shape}]${opts.ta ? "ᵀ" : ""} · [${b.shape}]${
+        opts.tb ? "ᵀ" : ""
+      } → [${c.shape}] do not match`,
+    );
+  }
+  return { M, N, K };
+}
+
+function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+/** C (+)= alpha · A · Btᵀ with A [M, K], Bt [N, K]: 4 × 4 register blocks, double accumulators. */
+function gemmNT(
+  A: Float32Array,
+  Bt: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  C: Float32Array,
+  alpha: number,
+  accumulate: boolean,
+): void {
+  const put = (m: number, n: number, s: number) => {
+    const o = m * N + n;
+    C[o] = accumulate ? C[o] + alpha * s : alpha * s;
+  };
+  let m = 0;
+  for (; m + 4 <= M; m += 4) {
+    const a0 = m * K, a1 = a0 + K, a2 = a1 + K, a3 = a2 + K;
+    let n = 0;
+    for (; n + 4 <= N; n += 4) {
+      const b0 = n * K, b1 = b0 + K, b2 = b1 + K, b3 = b2 + K;
+      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+      let s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+      for (let k = 0; k < K; k++) {
+        const x0 = A[a0 + k], x1 = A[a1 + k], x2 = A[a2 + k], x3 = A[a3 + k];
+        const y0 = Bt[b0 + k], y1 = Bt[b1 + k], y2 = Bt[b2 + k], y3 = Bt[b3 + k];
+        s00 += x0 * y0, s01 += x0 * y1, s02 += x0 * y2, s03 += x0 * y3;
+        s10 += x1 * y0, s11 += x1 * y1, s12 += x1 * y2, s13 += x1 * y3;
+        s20 += x2 * y0, s21 += x2 * y1, s22 += x2 * y2, s23 += x2 * y3;
+        s30 += x3 * y0, s31 += x3 * y1, s32 += x3 * y2, s33 += x3 * y3;
+      }
+      put(m, n, s00), put(m, n + 1, s01), put(m, n + 2, s02), put(m, n + 3, s03);
+      put(m + 1, n, s10), put(m + 1, n + 1, s11), put(m + 1, n + 2, s12), put(m + 1, n + 3, s13);
+      put(m + 2, n, s20), put(m + 2, n + 1, s21), put(m + 2, n + 2, s22), put(m + 2, n + 3, s23);
+      put(m + 3, n, s30), put(m + 3, n + 1, s31), put(m + 3, n + 2, s32), put(m + 3, n + 3, s33);
+    }
+    for (; n < N; n++) {
+      for (let r = 0; r < 4; r++) put(m + r, n, dot(A, (m + r) * K, Bt, n * K, K));
+    }
+  }
+  for (; m < M; m++) for (let n = 0; n < N; n++) put(m, n, dot(A, m * K, Bt, n * K, K));
 }

@@ -15,6 +15,7 @@
  * - Scalars that must stay on the device (thresholds, losses, norms) live in small f32 tensors
  *   addressed by `slot` (an element index).
  */
+import type { Expr } from "../compute/expr.ts";
 
 export type DType = "f32" | "u32";
 
@@ -57,6 +58,39 @@ export interface CodesT {
 export type Threshold =
   | { kind: "scalar"; t: Tensor; slot: number }
   | { kind: "rows"; t: Tensor };
+
+/**
+ * How an element-wise argument is indexed in a [rows, cols] index space (see {@link EwSpace}):
+ * "full" one value per element, "row" one per row ([rows]), "col" one per column ([cols]),
+ * "scalar" the single value `t[slot]`.
+ */
+export type Bcast = "full" | "row" | "col" | "scalar";
+
+/** A named argument of an element-wise op: a tensor, or a host constant captured at call time. */
+export type EwArg = { t: Tensor; bc: Bcast; slot?: number } | { c: number };
+
+/**
+ * Index space of an element-wise op: a dense row-major [rows, cols] matrix, or the valid entries
+ * of CSR codes (entry e of sample row r at latent column idx[e]; "full" arguments are entry
+ * vectors [cap]). Reductions of entries to columns need the transpose `codesT`.
+ */
+export type EwSpace =
+  | { kind: "dense"; rows: number; cols: number }
+  | { kind: "entries"; codes: Codes; codesT?: CodesT };
+
+/** Target of a reduction: one value, one per row ([rows]) or one per column ([cols]). */
+export type ReduceTo = "scalar" | "rows" | "cols";
+
+export interface MatmulOptions {
+  /** Use Aᵀ: a is [K, M]. */
+  ta?: boolean;
+  /** Use Bᵀ: b is [N, K]. */
+  tb?: boolean;
+  /** Add into c instead of overwriting it. */
+  accumulate?: boolean;
+  /** Scale of the product (default 1). */
+  alpha?: number;
+}
 
 export interface AdamParams {
   lr: number;
@@ -230,6 +264,51 @@ export interface Backend {
   adam(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hp: AdamParams, clip: ClipParams | null): void;
   /** Scale every row of W [ω, d] to unit L2 norm (rows with zero norm are left unchanged). */
   renormRows(W: Tensor): void;
+
+  // ---- primitives ---------------------------------------------------------------------------
+  // The general compute layer: what an architecture written against the tape (src/compute/tape.ts)
+  // runs on. The fused ops above are fast paths of the built-in variants.
+
+  /**
+   * Element-wise map: out[e] (+)= expr(args at e) for every element e of `space`. Dense: out is
+   * [rows, cols]. Entries: out is [cap]; elements past the valid entries are set to 0 unless
+   * accumulating. Every name of the {@link Expr} must be bound in `args`.
+   */
+  map(e: Expr, args: Record<string, EwArg>, space: EwSpace, out: Tensor, accumulate?: boolean): void;
+
+  /**
+   * Sum of expr(args at e) over the elements of `space`, to one value (out[slot]), one per row
+   * (out [rows]) or one per column (out [cols]); overwrites unless `accumulate`.
+   */
+  reduce(
+    e: Expr,
+    args: Record<string, EwArg>,
+    space: EwSpace,
+    to: ReduceTo,
+    out: Tensor,
+    opts?: { accumulate?: boolean; slot?: number },
+  ): void;
+
+  /** c (+)= alpha · op(a) · op(b) with op(a) [M, K], op(b) [K, N], c [M, N]. */
+  matmul(a: Tensor, b: Tensor, c: Tensor, opts?: MatmulOptions): void;
+
+  /** Sparse × dense: out[b, :] (+)= Σ_{e ∈ row b} vals[e] · W[idx_e, :]. W [cols, d], out [rows, d]. */
+  spmm(codes: Codes, vals: Tensor, W: Tensor, out: Tensor, accumulate: boolean): void;
+
+  /** Sampled dense × dense: out[e] (+)= A[row_e, :] · W[idx_e, :]. A [rows, d], W [cols, d], out [cap]. */
+  sddmm(codes: Codes, A: Tensor, W: Tensor, out: Tensor, accumulate: boolean): void;
+
+  /**
+   * Transposed sparse × dense: out[j, :] (+)= Σ_{e ∈ column j} vals[e] · A[row_e, :]. A [rows, d],
+   * out [cols, d]; without `accumulate` every row of out is written (0 for empty columns).
+   */
+  spmmT(codes: Codes, codesT: CodesT, vals: Tensor, A: Tensor, out: Tensor, accumulate: boolean): void;
+
+  /** out[e] = dense[row_e, idx_e] for valid entries, 0 past them. dense [rows, cols], out [cap]. */
+  gatherEntries(codes: Codes, dense: Tensor, out: Tensor): void;
+
+  /** dense[row_e, idx_e] (+)= vals[e]; without `accumulate` every other element becomes 0. */
+  scatterEntries(codes: Codes, vals: Tensor, dense: Tensor, accumulate: boolean): void;
 
   // ---- training state -----------------------------------------------------------------------
   /**

@@ -2,7 +2,7 @@
 import { check, MonobenchError } from "../util/errors.ts";
 import type { OptionValue, SaeConfig, SaeVariant } from "./types.ts";
 
-/** Defaults shared by all variants (paper.md §1; scripts pass α = 0.03, K = 20). */
+/** Defaults shared by all variants (docs/REFERENCE.md "Training step"; scripts: α = 0.03, K = 20). */
 export const GENERIC_SAE_DEFAULTS: Omit<SaeConfig, "variant" | "d" | "width"> = {
   k: 20,
   auxkAlpha: 0.03,

@@ -1,9 +1,10 @@
 /**
  * Registry of SAE variants. Built-ins: batchtopk, matryoshka, topk, relu. Add your own variant
- * in its own file and call `registerSae(variant)` before training.
+ * (fused or tape-based, see types.ts) in its own file and call `registerSae(variant)` before
+ * training.
  */
 import { check, MonobenchError } from "../util/errors.ts";
-import type { SaeVariant } from "./types.ts";
+import { type FusedSaeVariant, isModelVariant, type SaeVariant } from "./types.ts";
 import { batchTopK } from "./batchtopk.ts";
 import { matryoshka } from "./matryoshka.ts";
 import { topK } from "./topk.ts";
@@ -25,6 +26,13 @@ export function registerSae(variant: SaeVariant, opts: { replace?: boolean } = {
 export function getSae(name: string): SaeVariant {
   const v = registry.get(name);
   if (!v) throw new MonobenchError(`unknown SAE variant "${name}" (known: ${listSaes().join(", ")})`);
+  return v;
+}
+
+/** Look up a fused variant (its activation hooks); a tape-based one throws a MonobenchError. */
+export function getFusedSae(name: string): FusedSaeVariant {
+  const v = getSae(name);
+  if (isModelVariant(v)) throw new MonobenchError(`SAE variant "${name}" is tape-based, not a fused variant`);
   return v;
 }
 

@@ -1,15 +1,21 @@
 /**
- * SAE variant plug-in interface. A variant declares its config defaults, its decoder init, its
- * nested-prefix groups and loss weights, and how it turns post-ReLU pre-activations into sparse
- * codes at training and at inference time. The trainer (src/train) is generic and only talks to
- * the {@link Backend} through these hooks, so a variant written against the contract trains on
- * every backend. Register your own with `registerSae` (src/sae/registry.ts).
+ * SAE variant plug-in interfaces. There are two kinds, registered the same way (`registerSae`,
+ * src/sae/registry.ts) and trained by the same generic trainer (src/train) on every backend:
+ *
+ * - {@link FusedSaeVariant}: the built-in encoder ReLU(W_enc(x − b_dec) + b_enc), unit-row decoder,
+ *   Matryoshka prefixes and AuxK, run by fused backend ops; the variant picks the activation rule,
+ *   an optional penalty on the codes and the decoder init. BatchTopK, Matryoshka, TopK and ReLU are
+ *   written this way (the fast path).
+ * - {@link SaeModelVariant}: an architecture with its own parameters and forward pass, written with
+ *   the tape (src/compute/tape.ts); gradients come from the tape. JumpReLU, Gated and the
+ *   MS-regularised SAE in examples/ are written this way.
  */
 import type { Backend, Codes, Tensor } from "../backend/types.ts";
+import type { Pattern, Tape, Var } from "../compute/tape.ts";
 import type { Rng } from "../util/rng.ts";
 
 /** SAELens `architecture` written to cfg.json. */
-export type SaeArchitecture = "jumprelu" | "topk" | "standard";
+export type SaeArchitecture = "jumprelu" | "topk" | "standard" | "gated";
 
 /** Values allowed in {@link SaeConfig.options} (JSON-serialisable). */
 export type OptionValue = number | string | boolean | number[] | null;
@@ -60,6 +66,8 @@ export interface SaeParams {
   threshold: number;
   /** The input normalisation factor used during training (informational; already folded in). */
   normFactor: number;
+  /** Parameters of a {@link SaeModelVariant} beyond the four above, by name, in raw units. */
+  extra?: Record<string, Float32Array>;
 }
 
 /** Arguments of the activation hooks. All ops are enqueued on `backend`. */
@@ -95,7 +103,9 @@ export interface PenaltyArgs {
   slot: number;
 }
 
-export interface SaeVariant {
+/** A variant on the fused fast path (see the module doc). */
+export interface FusedSaeVariant {
+  readonly kind?: "fused";
   /** Registry name (lower case, no spaces). */
   readonly name: string;
   /** One line for help texts and reports. */
@@ -126,4 +136,125 @@ export interface SaeVariant {
   inferenceCapacity(cfg: SaeConfig, rows: number, useThreshold: boolean): number;
   /** Enqueue the inference activation (what `encodeDataset` returns): pre → out. */
   inferenceActivation(a: InferenceArgs): void;
+}
+
+// ---- tape-based architectures ------------------------------------------------------------------
+
+/** Which field of {@link SaeParams} a model parameter is (the trainer's generic parts use them). */
+export type ParamRole = "Wenc" | "benc" | "Wdec" | "bdec";
+
+/**
+ * How a parameter's checkpoint (raw-unit) value follows from its training value when inputs were
+ * divided by the norm factor s: "input" scales with the input (biases, thresholds: ×s),
+ * "log-input" is the log of such a quantity (+log s), "none" is unit-free (weights, log-gains).
+ */
+export type ParamUnits = "input" | "log-input" | "none";
+
+export interface ParamSpec {
+  /** Name (the SAELens tensor name where there is one, e.g. "b_gate", "log_threshold"). */
+  name: string;
+  shape: number[];
+  /** Role in the generic trainer; every model has exactly one Wenc, benc, Wdec and bdec. */
+  role?: ParamRole;
+  units: ParamUnits;
+  /**
+   * Initial value: a constant, or values. Defaults: Wdec = the variant's `initDecoder`, Wenc = its
+   * copy (W_enc = W_decᵀ), bdec = the trainer's geometric median (or 0), everything else 0.
+   */
+  init?: number | ((cfg: SaeConfig, rng: Rng) => Float32Array);
+  /** Keep every row at unit norm (project the gradient, renormalise after each step). */
+  unitRows?: boolean;
+}
+
+/** Arguments of {@link SaeModelVariant.forward}. */
+export interface ModelForwardArgs {
+  tape: Tape;
+  cfg: SaeConfig;
+  rows: number;
+  /** The normalised batch [rows, d]. */
+  x: Var;
+  /** Parameters by {@link ParamSpec.name}. */
+  p: Record<string, Var>;
+  /**
+   * Report the active latents and their values (call once, before reading `deadMask`): the
+   * trainer updates the dead-latent counters from them, and the scalar inference threshold when
+   * the variant tracks one.
+   */
+  track(codes: Pattern, acts: Var): void;
+  /** u32 [ω], 1 = dead (valid after `track`). */
+  deadMask: Tensor;
+  /** Whether a latent can be dead yet (AuxK is exactly 0 before). */
+  auxk: boolean;
+  /** k_aux = min(d/2, ω) (reference `top_k_aux`). */
+  kAux: number;
+  /** 0-based step and total steps (for penalty warm-ups). */
+  step: number;
+  steps: number;
+}
+
+export interface ModelForwardResult {
+  /** Reconstruction loss [1] (reported as "loss"). */
+  loss: Var;
+  /** Sparsity or other penalty [1] (reported as "penalty"). */
+  penalty?: Var;
+  /** Auxiliary loss [1] (reported as "aux"). */
+  aux?: Var;
+}
+
+/** Arguments of {@link SaeModelVariant.encode} (inference, raw units, nothing recorded). */
+export interface ModelEncodeArgs {
+  tape: Tape;
+  cfg: SaeConfig;
+  rows: number;
+  x: Var;
+  p: Record<string, Var>;
+  /** [1] scalar inference threshold in raw units (variants with `tracksThreshold`). */
+  threshold: Var;
+  /** false: use the training activation (reference `use_threshold=False`). */
+  useThreshold: boolean;
+}
+
+/** One safetensors entry of a SAELens export. */
+export interface ExportTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+/** A variant with its own parameters and forward pass, differentiated by the tape. */
+export interface SaeModelVariant {
+  readonly kind: "model";
+  readonly name: string;
+  readonly description: string;
+  readonly architecture: SaeArchitecture;
+  readonly defaults: Partial<Omit<SaeConfig, "variant" | "d" | "width">>;
+  readonly usesK?: boolean;
+  /** Maintain the scalar inference-threshold EMA from the tracked activations. */
+  readonly tracksThreshold?: boolean;
+  validate?(cfg: SaeConfig): void;
+  /** The parameters (see {@link ParamSpec}). */
+  params(cfg: SaeConfig): ParamSpec[];
+  /** Initial decoder [ω, d] with unit rows. */
+  initDecoder(cfg: SaeConfig, rng: Rng): Float32Array;
+  /** The training forward pass: losses, with the active latents passed to `track`. */
+  forward(a: ModelForwardArgs): ModelForwardResult;
+  /** The inference activation: the codes and their values, what `encodeDataset` returns. */
+  encode(a: ModelEncodeArgs): { codes: Pattern; acts: Var };
+  /**
+   * SAELens tensors of the inference checkpoint (raw units); default: W_enc [d, ω], b_enc, W_dec,
+   * b_dec and every extra parameter under its name.
+   */
+  saeLensTensors?(p: SaeParams): Record<string, ExportTensor>;
+  /** Inverse of `saeLensTensors`: the extra parameters (raw units) from the checkpoint tensors. */
+  fromSaeLens?(
+    cfg: SaeConfig,
+    get: (name: string, shape: number[]) => Float32Array,
+  ): Record<string, Float32Array>;
+}
+
+/** Any registered variant. */
+export type SaeVariant = FusedSaeVariant | SaeModelVariant;
+
+/** Narrowing helper. */
+export function isModelVariant(v: SaeVariant): v is SaeModelVariant {
+  return v.kind === "model";
 }

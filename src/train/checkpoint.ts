@@ -3,9 +3,14 @@
  * - `cfg.json` — SAELens-style config (architecture "jumprelu" for batchtopk/matryoshka with the
  *   scalar threshold broadcast to a per-latent vector, "topk" with k, "standard" for relu;
  *   d_in, d_sae, dtype "float32", normalize_activations "none") plus a "monobench" block with our
- *   full config, norm factor, scalar threshold and step;
+ *   full config, norm factor, scalar threshold, step and (Matryoshka) group sizes. It is a
+ *   pre-6.0 SAELens config (no sae_lens_version), which SAELens 6 converts on load, with every
+ *   field SAELens 5.x requires; provenance comes from {@link SaeOrigin} or is a placeholder:
+ *   model_name, hook_name, dataset_path "unknown", hook_layer −1, context_size 1 (one pooled
+ *   or CLS vector per image), hook_head_index null, prepend_bos false;
  * - `sae_weights.safetensors` — W_enc [d_in, d_sae] (SAELens orientation), b_enc, W_dec
- *   [d_sae, d_in], b_dec, threshold [d_sae]; weights take raw (un-normalised) activations;
+ *   [d_sae, d_in], b_dec, and for jumprelu threshold [d_sae]: exactly the keys SAELens's
+ *   architecture loads; weights take raw (un-normalised) activations;
  * - `state.safetensors` + `state.json` (training checkpoints only) — exact training-space weights,
  *   Adam moments, dead counters, threshold, step, samples seen, data fingerprint: enough to resume
  *   bit-identically.
@@ -17,11 +22,18 @@
 import { join } from "node:path";
 import { check, MonobenchError } from "../util/errors.ts";
 import { getSae } from "../sae/registry.ts";
-import { resolveSaeConfig } from "../sae/config.ts";
+import { groupBounds, resolveSaeConfig } from "../sae/config.ts";
 import type { SaeConfig, SaeParams } from "../sae/types.ts";
 import { getTensor, readSafetensors, type StFile, writeSafetensors } from "./safetensors.ts";
 import type { HostOptState, HostWeights } from "./engine.ts";
 import { resolveRunConfig, type RunConfig, type TrainInput } from "./config.ts";
+import {
+  modelParamsFromSaeLens,
+  modelSaeLensTensors,
+  modelStateTensors,
+  rawExtra,
+  readModelState,
+} from "./model_io.ts";
 
 export const CFG_FILE = "cfg.json";
 export const WEIGHTS_FILE = "sae_weights.safetensors";
@@ -50,6 +62,25 @@ export interface TrainCheckpoint {
   history: HistoryEntry[];
   /** Training seconds spent so far (across resumes). */
   elapsedSeconds: number;
+  /** Provenance for the SAELens fields of cfg.json (placeholders when absent). */
+  origin?: SaeOrigin;
+}
+
+/**
+ * Where an SAE's training activations came from, written to the SAELens fields of cfg.json.
+ * Absent fields get the placeholders of the module doc.
+ */
+export interface SaeOrigin {
+  /** SAELens model_name, e.g. "clip-vit-large-patch14-336". */
+  modelName?: string;
+  /** SAELens hook_name: the layer the activations were taken at, e.g. "post_projection". */
+  hookName?: string;
+  /** SAELens hook_layer: its index (−1 for the final projection, as the reference's --layer). */
+  hookLayer?: number;
+  /** SAELens dataset_path: what the activations were computed on. */
+  datasetPath?: string;
+  /** SAELens context_size: tokens per sample (1 for one pooled / CLS vector per image). */
+  contextSize?: number;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -151,9 +182,16 @@ export function toRawParams(
 export function saeLensConfig(
   params: SaeParams,
   extra: Record<string, unknown> = {},
+  origin: SaeOrigin = {},
 ): Record<string, unknown> {
   const { cfg } = params;
   const arch = getSae(cfg.variant).architecture;
+  const hookLayer = origin.hookLayer ?? -1, contextSize = origin.contextSize ?? 1;
+  check(Number.isSafeInteger(hookLayer), `origin.hookLayer must be an integer, got ${hookLayer}`);
+  check(
+    Number.isSafeInteger(contextSize) && contextSize >= 1,
+    `origin.contextSize must be ≥ 1, got ${contextSize}`,
+  );
   const out: Record<string, unknown> = {
     architecture: arch,
     d_in: cfg.d,
@@ -163,33 +201,54 @@ export function saeLensConfig(
     apply_b_dec_to_input: true,
     normalize_activations: "none",
     finetuning_scaling_factor: false,
+    activation_fn_str: arch === "topk" ? "topk" : "relu",
+    activation_fn_kwargs: arch === "topk" ? { k: cfg.k } : {},
+    model_name: origin.modelName ?? "unknown",
+    hook_name: origin.hookName ?? "unknown",
+    hook_layer: hookLayer,
+    hook_head_index: null,
+    context_size: contextSize,
+    prepend_bos: false,
+    dataset_path: origin.datasetPath ?? "unknown",
+    dataset_trust_remote_code: false,
+    sae_lens_training_version: null,
+    neuronpedia_id: null,
+    model_from_pretrained_kwargs: {},
+    seqpos_slice: [null],
   };
-  if (arch === "topk") {
-    out.k = cfg.k;
-    out.activation_fn_kwargs = { k: cfg.k };
-  }
+  if (arch === "topk") out.k = cfg.k;
+  const bounds = cfg.groupFractions.length > 1 ? groupBounds(cfg.groupFractions, cfg.width) : [cfg.width];
+  // SAELens 6's Matryoshka convention: cumulative widths (ignored by the jumprelu loader).
+  if (bounds.length > 1) out.matryoshka_widths = bounds;
   out.monobench = {
     format: "monobench-sae",
     version: 1,
     config: cfg,
     threshold: params.threshold,
     normFactor: params.normFactor,
+    ...(bounds.length > 1 ? { groupSizes: bounds.map((b, i) => b - (i ? bounds[i - 1] : 0)) } : {}),
     ...extra,
   };
   return out;
 }
 
 function weightTensors(params: SaeParams) {
+  // Architecture-export hook: tape-based variants write their own SAELens tensors.
+  const custom = modelSaeLensTensors(params);
+  if (custom) return custom;
   const { d, width } = params.cfg;
-  // SAELens JumpReLU is (pre > θ)·ReLU(pre); θ = max(threshold, 0) gives exactly our encode.
-  const thr = new Float32Array(width).fill(Math.max(params.threshold, 0));
-  return {
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {
     W_enc: { shape: [d, width], data: transpose(params.Wenc, width, d) },
     b_enc: { shape: [width], data: params.benc },
     W_dec: { shape: [width, d], data: params.Wdec },
     b_dec: { shape: [d], data: params.bdec },
-    threshold: { shape: [width], data: thr },
   };
+  // Only SAELens JumpReLU has a threshold (its strict load_state_dict refuses extra keys).
+  // It is (pre > θ)·ReLU(pre); θ = max(threshold, 0) gives exactly our encode.
+  if (getSae(params.cfg.variant).architecture === "jumprelu") {
+    tensors.threshold = { shape: [width], data: new Float32Array(width).fill(Math.max(params.threshold, 0)) };
+  }
+  return tensors;
 }
 
 function checkParams(params: SaeParams, what: string): void {
@@ -212,11 +271,13 @@ export async function saveSae(
   dir: string,
   params: SaeParams,
   extra: Record<string, unknown> = {},
+  origin: SaeOrigin = {},
 ): Promise<void> {
   checkParams(params, `saving ${dir}`);
+  const cfgJson = saeLensConfig(params, extra, origin);
   await writeDirAtomic(dir, async (tmp) => {
     await writeSafetensors(join(tmp, WEIGHTS_FILE), weightTensors(params), { format: "pt" });
-    await writeJson(join(tmp, CFG_FILE), saeLensConfig(params, extra));
+    await writeJson(join(tmp, CFG_FILE), cfgJson);
   });
 }
 
@@ -262,6 +323,16 @@ export async function loadSae(dir: string): Promise<SaeParams> {
   const { cfg, threshold, normFactor } = parseSaeConfig(raw, cfgPath);
   const st = await readSafetensors(wPath);
   const { d, width } = cfg;
+  const custom = threshold === null ? null : modelParamsFromSaeLens(
+    cfg,
+    threshold,
+    normFactor,
+    (n, shape) => getTensor<Float32Array>(st, n, shape, wPath),
+  );
+  if (custom) {
+    checkParams(custom, wPath);
+    return custom;
+  }
   const WencT = getTensor<Float32Array>(st, "W_enc", [d, width], wPath);
   const params: SaeParams = {
     cfg,
@@ -290,6 +361,7 @@ const SETS = ["Wenc", "benc", "Wdec", "bdec"] as const;
 /** Save a resumable training checkpoint (inference files + state), atomically. */
 export async function saveTrainCheckpoint(dir: string, ck: TrainCheckpoint): Promise<void> {
   const params = toRawParams(ck.config.sae, ck.weights, ck.opt.threshold, ck.normFactor);
+  params.extra = rawExtra(ck.config.sae, ck.weights.extra, ck.normFactor);
   checkParams(params, `checkpoint at step ${ck.step}`);
   const { d, width } = ck.config.sae;
   const shapes = { Wenc: [width, d], benc: [width], Wdec: [width, d], bdec: [d] };
@@ -301,9 +373,13 @@ export async function saveTrainCheckpoint(dir: string, ck: TrainCheckpoint): Pro
   }
   tensors.num_tokens_since_fired = { shape: [width], data: ck.opt.counter };
   tensors.threshold = { shape: [1], data: new Float32Array([ck.opt.threshold]) };
+  Object.assign(tensors, modelStateTensors(ck.config.sae, ck.weights, ck.opt));
   await writeDirAtomic(dir, async (tmp) => {
     await writeSafetensors(join(tmp, WEIGHTS_FILE), weightTensors(params), { format: "pt" });
-    await writeJson(join(tmp, CFG_FILE), saeLensConfig(params, { train: ck.config.train, step: ck.step }));
+    await writeJson(
+      join(tmp, CFG_FILE),
+      saeLensConfig(params, { train: ck.config.train, step: ck.step }, ck.origin),
+    );
     await writeSafetensors(join(tmp, STATE_FILE), tensors, { step: String(ck.step) });
     await writeJson(join(tmp, STATE_JSON), {
       format: "monobench-train-state",
@@ -363,7 +439,7 @@ export async function loadTrainCheckpoint(dir: string): Promise<TrainCheckpoint>
   const set = (prefix: string) =>
     Object.fromEntries(SETS.map((n) => [n, get(prefix + n, shapes[n])])) as unknown as HostWeights;
   const history = Array.isArray(j.history) ? j.history as HistoryEntry[] : [];
-  return {
+  const ck: TrainCheckpoint = {
     config,
     step,
     samplesSeen,
@@ -379,4 +455,6 @@ export async function loadTrainCheckpoint(dir: string): Promise<TrainCheckpoint>
     history,
     elapsedSeconds: typeof j.elapsedSeconds === "number" ? j.elapsedSeconds : 0,
   };
+  readModelState(config.sae, get, ck.weights, ck.opt);
+  return ck;
 }

@@ -5,9 +5,11 @@
  */
 import type { Backend, Codes, Tensor } from "../backend/types.ts";
 import type { ActMatrix } from "../types.ts";
-import { check } from "../util/errors.ts";
+import { check, MonobenchError } from "../util/errors.ts";
 import { getSae } from "../sae/registry.ts";
-import type { SaeParams, SaeVariant } from "../sae/types.ts";
+import { type FusedSaeVariant, isModelVariant, type SaeModelVariant, type SaeParams } from "../sae/types.ts";
+import { Tape, type Var } from "../compute/tape.ts";
+import { modelParams } from "./model_engine.ts";
 import { DataSource, type TrainData } from "./data.ts";
 
 export interface EncodeOptions {
@@ -29,8 +31,99 @@ interface Buffers {
   out: Tensor | null;
 }
 
-class SaeInference {
-  private readonly variant: SaeVariant;
+interface Inference {
+  /** Enqueue encode of `x` [rows, d]; the codes (and x̂) stay valid until the next call. */
+  encode(x: Float32Array, rows: number, withOut: boolean): { codes: Codes; out: Tensor | null };
+  dispose(): void;
+}
+
+function checkShapes(params: SaeParams): void {
+  const { d, width } = params.cfg;
+  check(
+    params.Wenc.length === width * d && params.Wdec.length === width * d && params.benc.length === width &&
+      params.bdec.length === d,
+    `SAE params do not match their config [${width}, ${d}]`,
+  );
+}
+
+function inference(be: Backend, params: SaeParams, useThreshold: boolean): Inference {
+  const v = getSae(params.cfg.variant);
+  return isModelVariant(v)
+    ? new ModelInference(be, v, params, useThreshold)
+    : new SaeInference(be, v, params, useThreshold);
+}
+
+/** Inference of a tape-based architecture: its `encode` on a no-grad tape. */
+class ModelInference implements Inference {
+  private readonly tape: Tape;
+  private readonly p: Record<string, Var> = {};
+  private readonly thr: Tensor;
+  private readonly tensors: Tensor[] = [];
+  private readonly xs = new Map<number, { x: Tensor; out: Tensor | null }>();
+  private readonly Wdec: string;
+  private readonly bdec: string;
+
+  constructor(
+    private readonly be: Backend,
+    private readonly variant: SaeModelVariant,
+    private readonly params: SaeParams,
+    private readonly useThreshold: boolean,
+  ) {
+    checkShapes(params);
+    this.tape = new Tape(be, false);
+    const specs = modelParams(variant, params.cfg);
+    this.Wdec = specs.find((s) => s.role === "Wdec")!.name;
+    this.bdec = specs.find((s) => s.role === "bdec")!.name;
+    for (const s of specs) {
+      const a = s.role ? params[s.role] : params.extra?.[s.name];
+      if (!a || a.length !== s.shape.reduce((x, y) => x * y, 1)) {
+        throw new MonobenchError(`SAE params of ${variant.name} lack parameter ${s.name}`);
+      }
+      const t = be.tensor(a, s.shape);
+      this.tensors.push(t);
+      this.p[s.name] = this.tape.input(t, s.name);
+    }
+    this.thr = be.tensor(new Float32Array([params.threshold]), [1]);
+  }
+
+  encode(x: Float32Array, rows: number, withOut: boolean): { codes: Codes; out: Tensor | null } {
+    const { be, tape, params: { cfg } } = this;
+    let b = this.xs.get(rows);
+    if (!b) {
+      b = { x: be.zeros([rows, cfg.d]), out: null };
+      this.xs.set(rows, b);
+    }
+    if (withOut && !b.out) b.out = be.zeros([1, rows, cfg.d]);
+    tape.reset();
+    be.write(b.x, x);
+    const r = this.variant.encode({
+      tape,
+      cfg,
+      rows,
+      x: tape.input(b.x, "x"),
+      p: this.p,
+      threshold: tape.input(this.thr, "threshold"),
+      useThreshold: this.useThreshold,
+    });
+    if (r.acts.pattern !== r.codes) {
+      throw new MonobenchError(`variant ${this.variant.name}: encode() acts must be entries of its codes`);
+    }
+    be.copy(r.acts.t, r.codes.codes.val);
+    if (withOut) be.decode(r.codes.codes, this.p[this.Wdec].t, this.p[this.bdec].t, [cfg.width], b.out!);
+    return { codes: r.codes.codes, out: b.out };
+  }
+
+  dispose(): void {
+    for (const t of [...this.tensors, this.thr]) this.be.dispose(t);
+    for (const b of this.xs.values()) {
+      this.be.dispose(b.x);
+      if (b.out) this.be.dispose(b.out);
+    }
+    this.tape.dispose();
+  }
+}
+
+class SaeInference implements Inference {
   private readonly Wenc: Tensor;
   private readonly benc: Tensor;
   private readonly Wdec: Tensor;
@@ -40,17 +133,13 @@ class SaeInference {
 
   constructor(
     private readonly be: Backend,
+    private readonly variant: FusedSaeVariant,
     private readonly params: SaeParams,
     private readonly useThreshold: boolean,
   ) {
     const { cfg } = params;
-    this.variant = getSae(cfg.variant);
     const { d, width } = cfg;
-    check(
-      params.Wenc.length === width * d && params.Wdec.length === width * d && params.benc.length === width &&
-        params.bdec.length === d,
-      `SAE params do not match their config [${width}, ${d}]`,
-    );
+    checkShapes(params);
     this.Wenc = be.tensor(params.Wenc, [width, d]);
     this.benc = be.tensor(params.benc, [width]);
     this.Wdec = be.tensor(params.Wdec, [width, d]);
@@ -58,7 +147,6 @@ class SaeInference {
     this.thr = be.tensor(new Float32Array([params.threshold]), [1]);
   }
 
-  /** Enqueue encode of `x` [rows, d]; returns the codes (valid until the next call). */
   encode(x: Float32Array, rows: number, withOut: boolean): Buffers {
     const { be, params: { cfg } } = this;
     let b = this.bufs.get(rows);
@@ -116,7 +204,7 @@ export async function encodeDataset(
 ): Promise<ActMatrix> {
   const src = DataSource.from(data, params.cfg.d, "encode input");
   const bs = batchRows(opts, params.cfg.width);
-  const inf = new SaeInference(backend, params, opts.useThreshold ?? true);
+  const inf = inference(backend, params, opts.useThreshold ?? true);
   try {
     const rowPtr = new Uint32Array(src.n + 1);
     const idxChunks: Uint32Array[] = [], valChunks: Float32Array[] = [];
@@ -154,7 +242,7 @@ export async function reconstruct(
   const src = DataSource.from(data, params.cfg.d, "reconstruct input");
   const d = params.cfg.d;
   const bs = batchRows(opts, params.cfg.width);
-  const inf = new SaeInference(backend, params, opts.useThreshold ?? true);
+  const inf = inference(backend, params, opts.useThreshold ?? true);
   try {
     const out = new Float32Array(src.n * d);
     for (let s = 0; s < src.n; s += bs) {

@@ -1,8 +1,10 @@
 /**
  * Device-side SAE training state and one training step, written only against the
  * {@link Backend} contract (every op is enqueued; nothing here waits except the `read*` methods).
+ * {@link SaeEngine} runs a fused variant on the fused ops ({@link FusedEngine}, the fast path)
+ * and a tape-based architecture on the primitives (`ModelEngine`, model_engine.ts).
  *
- * One step (paper.md §1, dictionary_learning BatchTopK/Matryoshka trainers):
+ * One fused step (docs/REFERENCE.md "Training step"; dictionary_learning BatchTopK/Matryoshka trainers):
  *   pre = ReLU(W_enc(x − b_dec) + b_enc); f = variant activation(pre) (e.g. batch top-K·B)
  *   [threshold EMA of min positive f, when enabled]; dead-latent counters updated from f
  *   x̂_g = b_dec + Σ_{latents < m_g} f W_dec (nested prefixes g); L = Σ_g w_g mean_b ||x − x̂_g||²
@@ -11,11 +13,12 @@
  *   backward → project W_dec grads ⟂ rows → clip global norm → Adam → unit W_dec rows.
  */
 import type { Backend, Codes, CodesT, Tensor } from "../backend/types.ts";
-import type { SaeConfig, SaeVariant } from "../sae/types.ts";
+import { type FusedSaeVariant, isModelVariant, type SaeConfig, type SaeVariant } from "../sae/types.ts";
+import { ModelEngine } from "./model_engine.ts";
 
 /** Slots of the f32 stats tensor. */
 export const STAT_LOSS = 0, STAT_AUX = 1, STAT_DEAD = 2, STAT_GNORM = 3, STAT_PENALTY = 4;
-const N_STATS = 8;
+export const N_STATS = 8;
 
 /** Training-space weights on the host, row-major [ω, d] matrices. */
 export interface HostWeights {
@@ -23,6 +26,8 @@ export interface HostWeights {
   benc: Float32Array;
   Wdec: Float32Array;
   bdec: Float32Array;
+  /** The other parameters of a tape-based architecture, by name. */
+  extra?: Record<string, Float32Array>;
 }
 
 /** Adam moments, dead-latent counters and threshold (the rest of the resumable state). */
@@ -57,6 +62,72 @@ export interface OptimHyper {
   maxNorm: number;
 }
 
+export interface ForwardOptions {
+  /** Update the scalar inference-threshold EMA (variants that track one). */
+  updateThreshold: boolean;
+  /** Run the AuxK path (some latent can be dead). */
+  auxk: boolean;
+  /** 0-based step and total steps, for architectures whose loss depends on them. */
+  step?: number;
+  steps?: number;
+}
+
+/** What the trainer needs of an engine (implemented by the fused and the tape-based engines). */
+export interface TrainEngine {
+  setBdec(bdec: Float32Array): void;
+  forwardBackward(x: Float32Array, rows: number, opts: ForwardOptions): void;
+  optimizerStep(hp: OptimHyper): void;
+  readStats(): Promise<StepStats>;
+  readWeights(): Promise<HostWeights>;
+  readGrads(): Promise<HostWeights>;
+  readThreshold(): Promise<number>;
+  readOptState(): Promise<HostOptState>;
+  dispose(): void;
+}
+
+/** The engine of any registered variant: fused ops for fused variants, the tape for models. */
+export class SaeEngine implements TrainEngine {
+  private readonly impl: TrainEngine;
+  constructor(
+    readonly backend: Backend,
+    readonly variant: SaeVariant,
+    readonly cfg: SaeConfig,
+    w: HostWeights,
+    opt: HostOptState | null = null,
+  ) {
+    this.impl = isModelVariant(variant)
+      ? new ModelEngine(backend, variant, cfg, w, opt)
+      : new FusedEngine(backend, variant, cfg, w, opt);
+  }
+  setBdec(bdec: Float32Array): void {
+    this.impl.setBdec(bdec);
+  }
+  forwardBackward(x: Float32Array, rows: number, opts: ForwardOptions): void {
+    this.impl.forwardBackward(x, rows, opts);
+  }
+  optimizerStep(hp: OptimHyper): void {
+    this.impl.optimizerStep(hp);
+  }
+  readStats(): Promise<StepStats> {
+    return this.impl.readStats();
+  }
+  readWeights(): Promise<HostWeights> {
+    return this.impl.readWeights();
+  }
+  readGrads(): Promise<HostWeights> {
+    return this.impl.readGrads();
+  }
+  readThreshold(): Promise<number> {
+    return this.impl.readThreshold();
+  }
+  readOptState(): Promise<HostOptState> {
+    return this.impl.readOptState();
+  }
+  dispose(): void {
+    this.impl.dispose();
+  }
+}
+
 interface AuxBuffers {
   codes: Codes;
   codesT: CodesT;
@@ -82,7 +153,8 @@ interface BatchBuffers {
 const PARAMS = ["Wenc", "benc", "Wdec", "bdec"] as const;
 type ParamName = typeof PARAMS[number];
 
-export class SaeEngine {
+/** Engine of a fused variant: the built-in encoder, decoder, losses and AuxK as fused ops. */
+export class FusedEngine implements TrainEngine {
   readonly p: Record<ParamName, Tensor>;
   readonly g: Record<ParamName, Tensor>;
   readonly m: Record<ParamName, Tensor>;
@@ -103,7 +175,7 @@ export class SaeEngine {
 
   constructor(
     readonly backend: Backend,
-    readonly variant: SaeVariant,
+    readonly variant: FusedSaeVariant,
     readonly cfg: SaeConfig,
     w: HostWeights,
     opt: HostOptState | null = null,
@@ -177,7 +249,7 @@ export class SaeEngine {
    * up in `g`. `auxk`: run the AuxK path (its loss and gradients are exactly zero when no latent
    * is dead, so the caller may skip it while no latent can be dead yet).
    */
-  forwardBackward(x: Float32Array, rows: number, opts: { updateThreshold: boolean; auxk: boolean }): void {
+  forwardBackward(x: Float32Array, rows: number, opts: ForwardOptions): void {
     const { backend: be, cfg, variant, p, g, groups } = this;
     const auxk = opts.auxk && cfg.auxkAlpha > 0 && this.kAux > 0;
     const b = this.buffers(rows, auxk);

@@ -1,5 +1,5 @@
 /**
- * Generic SAE trainer (paper.md §1): input normalisation, geometric-median b_dec init, the
+ * Generic SAE trainer (docs/REFERENCE.md): input normalisation, geometric-median b_dec init, the
  * variant's activation, AuxK, decoder constraint, clipping, Adam with warmup/decay, reference
  * batching, periodic host syncs, atomic checkpoints and bit-identical resume (CPU backend).
  *
@@ -13,7 +13,9 @@
 import type { Backend } from "../backend/types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
 import { getSae } from "../sae/registry.ts";
-import type { SaeParams } from "../sae/types.ts";
+import { isModelVariant, type SaeParams } from "../sae/types.ts";
+import { initModelWeights } from "./model_engine.ts";
+import { rawExtra } from "./model_io.ts";
 import { BatchOrder, computeNormFactor, DataSource, STREAM_INIT, subRng, type TrainData } from "./data.ts";
 import { type HostWeights, SaeEngine, type StepStats } from "./engine.ts";
 import { geometricMedian } from "./geomedian.ts";
@@ -145,17 +147,16 @@ export async function trainSae(
       );
     }
     normFactor = tc.normalize ? computeNormFactor(src, tc.batchSize, tc.seed, tc.normBatches) : 1;
-    const Wdec = variant.initDecoder(cfg, subRng(tc.seed, STREAM_INIT));
-    check(
-      Wdec.length === cfg.width * cfg.d,
-      `variant ${cfg.variant}: initDecoder returned ${Wdec.length} values`,
-    );
-    const w: HostWeights = {
-      Wenc: Wdec.slice(),
-      benc: new Float32Array(cfg.width),
-      Wdec,
-      bdec: new Float32Array(cfg.d),
-    };
+    let w: HostWeights;
+    if (isModelVariant(variant)) w = initModelWeights(variant, cfg, subRng(tc.seed, STREAM_INIT));
+    else {
+      const Wdec = variant.initDecoder(cfg, subRng(tc.seed, STREAM_INIT));
+      check(
+        Wdec.length === cfg.width * cfg.d,
+        `variant ${cfg.variant}: initDecoder returned ${Wdec.length} values`,
+      );
+      w = { Wenc: Wdec.slice(), benc: new Float32Array(cfg.width), Wdec, bdec: new Float32Array(cfg.d) };
+    }
     engine = new SaeEngine(backend, variant, cfg, w);
   }
 
@@ -205,7 +206,8 @@ export async function trainSae(
       history,
       elapsedSeconds: elapsed(),
     };
-    for (const [n, a] of Object.entries(ck.weights)) {
+    const { extra, ...core } = ck.weights;
+    for (const [n, a] of [...Object.entries(core), ...Object.entries(extra ?? {})]) {
       if (!(a as Float32Array).every(Number.isFinite)) {
         throw new MonobenchError(
           `training diverged: non-finite ${n} at step ${step}`,
@@ -232,6 +234,8 @@ export async function trainSae(
         updateThreshold: step > cfg.thresholdStartStep,
         // No latent can be dead before deadAfterTokens samples: AuxK is exactly 0 then.
         auxk: samplesSeen >= cfg.deadAfterTokens,
+        step,
+        steps: tc.steps,
       });
       lr = baseLr * lrFactor(step, tc.steps, tc.warmupSteps, tc.decayStart);
       engine.optimizerStep({
@@ -253,6 +257,8 @@ export async function trainSae(
     const final = await checkpoint(tc.steps);
     if (ckDir) await saveTrainCheckpoint(ckDir, final);
     const params = toRawParams(cfg, final.weights, final.opt.threshold, normFactor);
+    const extra = rawExtra(cfg, final.weights.extra, normFactor);
+    if (extra) params.extra = extra;
     const tail = history.filter((h) => h.step > tc.steps - Math.max(1, Math.ceil(tc.steps / 100)));
     const use = tail.length ? tail : history.slice(-1);
     const finalLoss = use.length ? use.reduce((a, h) => a + h.loss, 0) / use.length : NaN;

@@ -10,9 +10,27 @@
  * Arguments that are always bound whole (CSR arrays, masks, per-row/per-latent vectors) must fit
  * in one binding; a clear error says so otherwise.
  */
-import type { AdamParams, Backend, ClipParams, Codes, CodesT, DType, Tensor, Threshold } from "../types.ts";
+import type {
+  AdamParams,
+  Backend,
+  ClipParams,
+  Codes,
+  CodesT,
+  DType,
+  EwArg,
+  EwSpace,
+  MatmulOptions,
+  ReduceTo,
+  Tensor,
+  Threshold,
+} from "../types.ts";
 import { MonobenchError } from "../../util/errors.ts";
-import { Engine, type EngineOptions, type Kernel, params, type Range } from "./engine.ts";
+import type { Expr } from "../../compute/expr.ts";
+import { bindEw } from "../../compute/ew.ts";
+import { matmulDims } from "../cpu.ts";
+import { ewKernel, ewKey, type EwOp } from "./ew.ts";
+import { Engine, type EngineOptions, type Kernel } from "./engine.ts";
+import { chunks as pieces, type Range, segments, type Split } from "./split.ts";
 import * as K from "./kernels.ts";
 import { acquireDevice, type DeviceOptions, type GpuKind } from "./device.ts";
 
@@ -70,14 +88,9 @@ interface Accum {
   compOff: number; // element offset of the compensation region
 }
 
-interface Segment {
-  g: number;
-  lo: number;
-  hi: number;
-}
-
 export class WebGpuBackend implements Backend {
   readonly engine: Engine;
+  private readonly split: Split;
 
   constructor(
     device: GPUDevice,
@@ -88,6 +101,7 @@ export class WebGpuBackend implements Backend {
     readonly software = false,
   ) {
     this.engine = new Engine(device, opts);
+    this.split = this.engine.split;
   }
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -105,47 +119,39 @@ export class WebGpuBackend implements Backend {
   }
 
   private r(t: Tensor, start: number, count: number): Range {
-    return this.engine.range(this.g(t).buffer, start, count);
+    return this.split.range(this.g(t).buffer, start, count);
   }
 
   /** Bind a whole tensor (or its first n elements); it must fit in one binding. */
   private whole(t: Tensor, what: string, n = t.size): Range {
-    if (n * 4 > this.engine.maxBind - this.engine.align - 16) {
-      throw new MonobenchError(
-        `webgpu: ${what} has ${n} elements (${n * 4} bytes), more than fits in one storage binding ` +
-          `(${this.engine.maxBind} bytes)`,
-        "reduce the batch size / code capacity, or use --backend cpu",
-      );
-    }
-    return this.r(t, 0, n);
+    return this.split.whole(this.g(t).buffer, n, what);
   }
 
   private scratchRange(name: string, n: number, vec4 = false): Range {
-    if (n * 4 > this.engine.maxBind - this.engine.align - 16) {
+    if (!this.split.fits(n)) {
       throw new MonobenchError(`webgpu: scratch ${name} of ${n} elements exceeds one storage binding`);
     }
-    return this.engine.range(this.engine.scratch(name, Math.max(16, n * 4)), 0, Math.max(n, 1), vec4);
+    return this.split.range(this.engine.scratch(name, Math.max(16, n * 4)), 0, Math.max(n, 1), vec4);
   }
 
   /** Range for an array<vec4<f32>> binding when `vec` (base then in vec4 units, see `vb`). */
   private rv(t: Tensor, start: number, count: number, vec: boolean): Range {
-    return this.engine.range(this.g(t).buffer, start, count, vec);
+    return this.split.range(this.g(t).buffer, start, count, vec);
   }
 
   private dummy(): Range {
-    return this.engine.dummyRange();
+    return this.split.dummy();
   }
 
-  /** Elements of partial sums that fit in one binding. */
   private partCap(): number {
-    return Math.floor((this.engine.maxBind - this.engine.align - 16) / 4);
+    return this.split.partCap();
   }
 
   private fillRange(rg: Range, n: number, bits: number): void {
     this.engine.dispatch(
       this.k("fill", K.fillKernel),
       [rg],
-      params().u(n).u(rg.base).u(bits >>> 0),
+      K.FILL.pack({ n: n, base: rg.base, bits: bits >>> 0 }),
       Math.ceil(n / 256),
     );
   }
@@ -161,24 +167,31 @@ export class WebGpuBackend implements Backend {
 
   private fold(part: Range, P: number, d: number, sign: number, a: Accum): void {
     if (P <= 0 || d <= 0) return;
-    const acc = this.engine.range(a.buf, 0, a.d);
-    const comp = this.engine.range(a.buf, a.compOff, a.d);
+    const acc = this.split.range(a.buf, 0, a.d);
+    const comp = this.split.range(a.buf, a.compOff, a.d);
     this.engine.dispatch(
       this.k("fold", K.foldKernel),
       [part, acc, comp],
-      params().u(P).u(d).f(sign).u(part.base).u(acc.base).u(comp.base),
+      K.FOLD.pack({ P: P, d: d, sgn: sign, partBase: part.base, accBase: acc.base, compBase: comp.base }),
       d,
     );
   }
 
   private finish(a: Accum, d: number, scale: number, accumulate: boolean, out: Range): void {
     if (d <= 0) return;
-    const acc = this.engine.range(a.buf, 0, a.d);
-    const comp = this.engine.range(a.buf, a.compOff, a.d);
+    const acc = this.split.range(a.buf, 0, a.d);
+    const comp = this.split.range(a.buf, a.compOff, a.d);
     this.engine.dispatch(
       this.k("finish", K.finishKernel),
       [acc, comp, out],
-      params().u(d).f(scale).b(accumulate).u(acc.base).u(comp.base).u(out.base),
+      K.FINISH.pack({
+        d: d,
+        scale: scale,
+        accumulate: accumulate,
+        accBase: acc.base,
+        compBase: comp.base,
+        outBase: out.base,
+      }),
       Math.ceil(d / 64),
     );
   }
@@ -191,25 +204,6 @@ export class WebGpuBackend implements Backend {
   private static sampleRank(k: number, S: number, n: number): number {
     const m = (k * S) / Math.max(n, 1);
     return Math.max(1, Math.min(S + 1, Math.ceil(m + 3 * Math.sqrt(m) + 3)));
-  }
-
-  /** Split [0, n) into pieces of at most `per`. */
-  private static chunks(n: number, per: number): [number, number][] {
-    const out: [number, number][] = [];
-    for (let s = 0; s < n; s += per) out.push([s, Math.min(per, n - s)]);
-    return out;
-  }
-
-  /** Latent segments: each group interval split into pieces of at most `per` latents. */
-  private static segments(groups: number[], per: number, keepEmpty: boolean): Segment[] {
-    const out: Segment[] = [];
-    let lo = 0;
-    groups.forEach((hi, g) => {
-      if (hi === lo && keepEmpty) out.push({ g, lo, hi });
-      for (let s = lo; s < hi; s += per) out.push({ g, lo: s, hi: Math.min(s + per, hi) });
-      lo = hi;
-    });
-    return out;
   }
 
   private static checkGroups(groups: number[], cols: number, what: string): void {
@@ -275,7 +269,7 @@ export class WebGpuBackend implements Backend {
       this.engine.clear(gt.buffer, 0, gt.size * 4);
       return;
     }
-    for (const [s, n] of WebGpuBackend.chunks(gt.size, this.engine.elemsPerBinding())) {
+    for (const [s, n] of pieces(gt.size, this.split.elemsPerBinding())) {
       this.fillRange(this.r(gt, s, n), n, bits);
     }
   }
@@ -349,22 +343,31 @@ export class WebGpuBackend implements Backend {
     const V = vec ? 4 : 1;
     const kern = this.k(vec ? "encode4" : "encode1", () => K.encodeKernel(vec));
     const rowsB = Math.min(
-      this.engine.rowsPerBinding(Math.max(d, 1), "x"),
-      this.engine.rowsPerBinding(w, "pre"),
+      this.split.rowsPerBinding(Math.max(d, 1), "x"),
+      this.split.rowsPerBinding(w, "pre"),
       64 * 65535,
     );
-    const latC = Math.min(this.engine.rowsPerBinding(Math.max(d, 1), "Wenc"), 128 * 65535);
+    const latC = Math.min(this.split.rowsPerBinding(Math.max(d, 1), "Wenc"), 128 * 65535);
     this.whole(bd, "bdec");
-    const bdr = this.engine.range(bd.buffer, 0, d, vec);
-    for (const [b0, nb] of WebGpuBackend.chunks(B, rowsB)) {
-      const xr = this.engine.range(X.buffer, b0 * d, nb * d, vec), pr = this.r(P, b0 * w, nb * w);
-      for (const [j0, nj] of WebGpuBackend.chunks(w, latC)) {
-        const wr = this.engine.range(W.buffer, j0 * d, nj * d, vec), ber = this.r(be, j0, nj);
+    const bdr = this.split.range(bd.buffer, 0, d, vec);
+    for (const [b0, nb] of pieces(B, rowsB)) {
+      const xr = this.split.range(X.buffer, b0 * d, nb * d, vec), pr = this.r(P, b0 * w, nb * w);
+      for (const [j0, nj] of pieces(w, latC)) {
+        const wr = this.split.range(W.buffer, j0 * d, nj * d, vec), ber = this.r(be, j0, nj);
         this.engine.dispatch(
           kern,
           [xr, wr, ber, bdr, pr],
-          params().u(nb).u(nj).u(d / V).u(xr.base / V).u(wr.base / V).u(ber.base).u(bdr.base / V)
-            .u(pr.base + j0).u(w),
+          K.ENCODE.pack({
+            B: nb,
+            w: nj,
+            dv: d / V,
+            xBase: xr.base / V,
+            wBase: wr.base / V,
+            bencBase: ber.base,
+            bdecBase: bdr.base / V,
+            preBase: pr.base + j0,
+            preStride: w,
+          }),
           [Math.ceil(nj / 128), Math.ceil(nb / 64)],
         );
       }
@@ -387,8 +390,8 @@ export class WebGpuBackend implements Backend {
     const hs = this.scratchRange("kth.hs", K.KTH.WORDS);
     const capC = Math.min(n, KTH_CAND, this.partCap());
     const cand = this.scratchRange("kth.cand", capC);
-    this.engine.dispatch(this.k("kthInit", K.kthInitKernel), [hs], params().u(kk), 1);
-    const chunks = WebGpuBackend.chunks(n, this.engine.elemsPerBinding());
+    this.engine.dispatch(this.k("kthInit", K.kthInitKernel), [hs], K.KTH_INIT.pack({ k: kk }), 1);
+    const chunks = pieces(n, this.split.elemsPerBinding());
     const ranges = chunks.map(([s, c]) => this.r(v, s, c));
     // 1. strided sample → threshold = r-th largest of the sample, r a few deviations above the
     //    expected sample rank of the k-th largest (so that usually k ≤ #(keys ≥ t) ≪ capacity).
@@ -403,17 +406,31 @@ export class WebGpuBackend implements Backend {
       this.engine.dispatch(
         sK,
         [vr, sample],
-        params().u(j1 - j0).u(j0).u(stride).u((vr.base - s) >>> 0).u(sample.base).u(s + c),
+        K.KTH_SAMPLE.pack({
+          m: j1 - j0,
+          j0: j0,
+          stride: stride,
+          baseShift: (vr.base - s) >>> 0,
+          sampleBase: sample.base,
+          chunkEnd: s + c,
+        }),
         Math.ceil((j1 - j0) / 256),
       );
     });
-    const tb = this.engine.range(hs.buffer, K.KTH.TBITS, 1);
+    const tb = this.split.range(hs.buffer, K.KTH.TBITS, 1);
     this.engine.dispatch(
       this.k("kthRows", K.kthRowsKernel),
       [sample, this.dummy(), tb],
-      params().u(1).u(S).u(sample.base).u(r).b(false).u(0).u(tb.base).u(
-        WebGpuBackend.sampleRank(r, Math.min(S, 1024), S),
-      ),
+      K.KTH_ROWS.pack({
+        nRows: 1,
+        w: S,
+        valBase: sample.base,
+        k: r,
+        useMask: false,
+        maskBase: 0,
+        outBase: tb.base,
+        rank: WebGpuBackend.sampleRank(r, Math.min(S, 1024), S),
+      }),
       1,
     );
     // 2. candidates: keys at or above the threshold.
@@ -423,11 +440,11 @@ export class WebGpuBackend implements Backend {
       this.engine.dispatch(
         compact,
         [vr, hs, cand],
-        params().u(c).u(vr.base).u(capC).u(KTH_EPW),
+        K.KTH_COMPACT.pack({ n: c, base: vr.base, cap: capC, epw: KTH_EPW }),
         Math.ceil(c / KTH_EPW),
       );
     });
-    this.engine.dispatch(this.k("kthDecide", K.kthDecideKernel), [hs], params().u(capC), 1);
+    this.engine.dispatch(this.k("kthDecide", K.kthDecideKernel), [hs], K.KTH_DECIDE.pack({ cap: capC }), 1);
     // 3. radix digits on the candidates, or on the data when the candidate path failed.
     const hist = this.k("kthHist", K.kthHistKernel);
     const sel = this.k("kthSelect", K.kthSelectKernel);
@@ -440,18 +457,39 @@ export class WebGpuBackend implements Backend {
         this.engine.dispatch(
           hist,
           [vr, hs, cand],
-          params().u(c).u(vr.base).u(shift).u(hm).u(KTH_EPW).u(dm).u(1),
+          K.KTH_HIST.pack({
+            n: c,
+            base: vr.base,
+            shift: shift,
+            highMask: hm,
+            epw: KTH_EPW,
+            digitMask: dm,
+            source: 1,
+          }),
           Math.ceil(c / KTH_EPW),
         );
       });
       this.engine.dispatch(
         hist,
         [ranges[0], hs, cand],
-        params().u(capC).u(0).u(shift).u(hm).u(KTH_EPW).u(dm).u(2),
+        K.KTH_HIST.pack({
+          n: capC,
+          base: 0,
+          shift: shift,
+          highMask: hm,
+          epw: KTH_EPW,
+          digitMask: dm,
+          source: 2,
+        }),
         Math.ceil(capC / KTH_EPW),
       );
       const last = p === KTH_DIGITS.length - 1;
-      this.engine.dispatch(sel, [hs, outR], params().u(shift).b(last).u(outR.base), 1);
+      this.engine.dispatch(
+        sel,
+        [hs, outR],
+        K.KTH_SELECT.pack({ shift: shift, last: last, outBase: outR.base }),
+        1,
+      );
     });
   }
 
@@ -465,12 +503,21 @@ export class WebGpuBackend implements Backend {
     const kk = k >= 1 ? Math.min(Math.ceil(k), 0xffffffff) : 0;
     const kern = this.k("kthRows", K.kthRowsKernel);
     const rank = WebGpuBackend.sampleRank(kk, Math.min(w, 1024), w);
-    for (const [r0, nr] of WebGpuBackend.chunks(B, this.engine.rowsPerBinding(Math.max(w, 1), "values"))) {
+    for (const [r0, nr] of pieces(B, this.split.rowsPerBinding(Math.max(w, 1), "values"))) {
       const vr = this.r(v, r0 * w, nr * w), or = this.r(o, r0, nr);
       this.engine.dispatch(
         kern,
         [vr, mr, or],
-        params().u(nr).u(w).u(vr.base).u(kk).b(!!mask).u(mr.base).u(or.base).u(rank),
+        K.KTH_ROWS.pack({
+          nRows: nr,
+          w: w,
+          valBase: vr.base,
+          k: kk,
+          useMask: !!mask,
+          maskBase: mr.base,
+          outBase: or.base,
+          rank: rank,
+        }),
         nr,
       );
     }
@@ -496,8 +543,8 @@ export class WebGpuBackend implements Backend {
     }
     const cnt = this.scratchRange("gather.cnt", B);
     const offs = this.scratchRange("gather.offs", B + 1);
-    const rowsPer = this.engine.rowsPerBinding(Math.max(w, 1), "values");
-    const chunks = WebGpuBackend.chunks(B, rowsPer);
+    const rowsPer = this.split.rowsPerBinding(Math.max(w, 1), "values");
+    const chunks = pieces(B, rowsPer);
     const thrRange = (r0: number, nr: number) =>
       thr.kind === "scalar" ? this.r(tt, thr.slot, 1) : this.r(tt, r0, nr);
     const cK = this.k("gatherCount", K.gatherCountKernel);
@@ -506,15 +553,24 @@ export class WebGpuBackend implements Backend {
       this.engine.dispatch(
         cK,
         [vr, tr, mr, cnt],
-        params().u(nr).u(w).u(vr.base).b(thr.kind === "rows").u(tr.base).b(!!mask).u(mr.base).b(strict)
-          .u(cnt.base + r0),
+        K.GATHER_COUNT.pack({
+          nRows: nr,
+          w: w,
+          valBase: vr.base,
+          thrRows: thr.kind === "rows",
+          thrBase: tr.base,
+          useMask: !!mask,
+          maskBase: mr.base,
+          strict: strict,
+          rowOff: cnt.base + r0,
+        }),
         nr,
       );
     }
     this.engine.dispatch(
       this.k("scan", K.scanKernel),
       [cnt, offs, rpr],
-      params().u(B).u(out.cap).u(cnt.base).u(offs.base).u(rpr.base),
+      K.SCAN.pack({ n: B, clampV: out.cap, cntBase: cnt.base, aBase: offs.base, bBase: rpr.base }),
       1,
     );
     const wK = this.k("gatherWrite", K.gatherWriteKernel);
@@ -523,8 +579,18 @@ export class WebGpuBackend implements Backend {
       this.engine.dispatch(
         wK,
         [vr, tr, mr, offs, idx, val],
-        params().u(nr).u(w).u(vr.base).b(thr.kind === "rows").u(tr.base).b(!!mask).u(mr.base).b(strict)
-          .u(offs.base + r0).u(out.cap),
+        K.GATHER_WRITE.pack({
+          nRows: nr,
+          w: w,
+          valBase: vr.base,
+          thrRows: thr.kind === "rows",
+          thrBase: tr.base,
+          useMask: !!mask,
+          maskBase: mr.base,
+          strict: strict,
+          rowOff: offs.base + r0,
+          cap: out.cap,
+        }),
         nr,
       );
     }
@@ -546,19 +612,19 @@ export class WebGpuBackend implements Backend {
     this.engine.dispatch(
       this.k("transposeCount", K.transposeCountKernel),
       [rp, idx, cnt],
-      params().u(Math.min(cap, capT)).u(codes.rows).u(w),
+      K.TRANSPOSE.pack({ cap: Math.min(cap, capT), rows: codes.rows, cols: w }),
       nG,
     );
     this.engine.dispatch(
       this.k("scan", K.scanKernel),
       [cnt, cp, fillPos],
-      params().u(w).u(0xffffffff).u(cnt.base).u(cp.base).u(fillPos.base),
+      K.SCAN.pack({ n: w, clampV: 0xffffffff, cntBase: cnt.base, aBase: cp.base, bBase: fillPos.base }),
       1,
     );
     this.engine.dispatch(
       this.k("transposeScatter", K.transposeScatterKernel),
       [rp, idx, fillPos, rowR, entR],
-      params().u(Math.min(cap, capT)).u(codes.rows).u(w),
+      K.TRANSPOSE.pack({ cap: Math.min(cap, capT), rows: codes.rows, cols: w }),
       nG,
     );
   }
@@ -577,10 +643,10 @@ export class WebGpuBackend implements Backend {
     const vec = d % 4 === 0, V = vec ? 4 : 1;
     if (bdec) this.whole(bdec, "bdec");
     const bdr = bdec ? this.rv(bdec, 0, d, vec) : null;
-    const per = this.engine.rowsPerBinding(d, "Wdec/out");
-    const segs = WebGpuBackend.segments(groups, per, true);
+    const per = this.split.rowsPerBinding(d, "Wdec/out");
+    const segs = segments(groups, per, true);
     const kern = this.k(vec ? "decode4" : "decode1", () => K.decodeKernel(vec));
-    for (const [r0, nr] of WebGpuBackend.chunks(B, per)) {
+    for (const [r0, nr] of pieces(B, per)) {
       let prevG = -1;
       for (const s of segs) {
         const first = s.g !== prevG;
@@ -602,8 +668,18 @@ export class WebGpuBackend implements Backend {
         this.engine.dispatch(
           kern,
           [rp, idx, val, wr, srcR, outR],
-          params().u(nr).u(d / V).u(r0).u(s.lo).u(s.hi).u(wr.base / V).u(mode).u(srcR.base / V)
-            .u(outR.base / V).u(codes.cap),
+          K.DECODE.pack({
+            nRows: nr,
+            dv: d / V,
+            rowOff: r0,
+            lo: s.lo,
+            hi: s.hi,
+            wBase: wr.base / V,
+            mode: mode,
+            srcBase: srcR.base / V,
+            outBase: outR.base / V,
+            cap: codes.cap,
+          }),
           nr,
         );
       }
@@ -623,10 +699,10 @@ export class WebGpuBackend implements Backend {
     const G = weights.length, n = X.size, B = xh.shape[1];
     if (xh.size !== G * n || gS.size < G * n) throw new MonobenchError("reconLossGrad: shape mismatch");
     const a = this.newAccum("acc.recon", 1);
-    const per = Math.max(1024, Math.floor(this.engine.elemsPerBinding() / 1024) * 1024);
+    const per = Math.max(1024, Math.floor(this.split.elemsPerBinding() / 1024) * 1024);
     const kern = this.k("recon", K.reconKernel);
     for (let g = G - 1; g >= 0; g--) {
-      for (const [i0, nc] of WebGpuBackend.chunks(n, per)) {
+      for (const [i0, nc] of pieces(n, per)) {
         const P = Math.ceil(nc / 1024);
         const part = this.scratchRange("part", P);
         const xhr = this.r(xh, g * n + i0, nc), xr = this.r(X, i0, nc), gsr = this.r(gS, g * n + i0, nc);
@@ -639,8 +715,17 @@ export class WebGpuBackend implements Backend {
         this.engine.dispatch(
           kern,
           [xhr, xr, gnr, gsr, part],
-          params().u(nc).u(xhr.base).u(xr.base).u(gnr.base).u(gsr.base).b(g < G - 1).f(weights[g] * (2 / B))
-            .f(weights[g]).u(part.base),
+          K.RECON.pack({
+            n: nc,
+            xhBase: xhr.base,
+            xBase: xr.base,
+            gnBase: gnr.base,
+            gsBase: gsr.base,
+            hasNext: g < G - 1,
+            coef: weights[g] * (2 / B),
+            wgt: weights[g],
+            partBase: part.base,
+          }),
           P,
         );
         this.fold(part, P, 1, 1, a);
@@ -682,10 +767,10 @@ export class WebGpuBackend implements Backend {
       aN = this.newAccum("acc.auxN", 1),
       aD = this.newAccum("acc.auxD", 1);
     const rowsPer = Math.min(
-      this.engine.rowsPerBinding(Math.max(d, 1), "x"),
+      this.split.rowsPerBinding(Math.max(d, 1), "x"),
       ROW_BLOCK * Math.max(1, Math.floor(this.partCap() / Math.max(d, 1))),
     );
-    const chunks = WebGpuBackend.chunks(B, rowsPer);
+    const chunks = pieces(B, rowsPer);
     const nib = Math.ceil(d / 64);
     const colsK = this.k("auxCols", K.auxColsKernel);
     const mean = this.scratchRange("aux.mean", Math.max(d, 1));
@@ -699,8 +784,19 @@ export class WebGpuBackend implements Backend {
         this.engine.dispatch(
           colsK,
           [xr, xhr, ear, mode === 1 ? mean : this.dummy(), pA, pB],
-          params().u(nr).u(d).u(xr.base).u(xhr.base).u(ear.base).u(ROW_BLOCK).u(nib).u(mode).u(mean.base)
-            .u(pA.base).u(pB.base),
+          K.AUX_COLS.pack({
+            nRows: nr,
+            d: d,
+            xBase: xr.base,
+            xhBase: xhr.base,
+            eaBase: ear.base,
+            R: ROW_BLOCK,
+            nib: nib,
+            mode: mode,
+            meanBase: mean.base,
+            partABase: pA.base,
+            partBBase: pB.base,
+          }),
           nib * P,
         );
         if (mode === 0) {
@@ -717,23 +813,39 @@ export class WebGpuBackend implements Backend {
       cols(1);
     }
     const sc = this.scratchRange("aux.sc", 1);
-    const nR = this.engine.range(aN.buf, 0, aN.compOff + 1),
-      dR = this.engine.range(aD.buf, 0, aD.compOff + 1);
+    const nR = this.split.range(aN.buf, 0, aN.compOff + 1),
+      dR = this.split.range(aD.buf, 0, aD.compOff + 1);
     this.engine.dispatch(
       this.k("auxFinal", K.auxFinalKernel),
       [nR, dR, out, sc],
-      params().f(alpha).f(1 / B).u(nR.base).u(dR.base).u(out.base).u(sc.base).u(nR.base + aN.compOff)
-        .u(dR.base + aD.compOff).f(-2 / B),
+      K.AUX_FINAL.pack({
+        alpha: alpha,
+        invB: 1 / B,
+        nBase: nR.base,
+        dBase: dR.base,
+        outBase: out.base,
+        scBase: sc.base,
+        nCompBase: nR.base + aN.compOff,
+        dCompBase: dR.base + aD.compOff,
+        minus2overB: -2 / B,
+      }),
       1,
     );
     const gK = this.k("auxGrad", K.auxGradKernel);
-    for (const [i0, nc] of WebGpuBackend.chunks(n, this.engine.elemsPerBinding())) {
+    for (const [i0, nc] of pieces(n, this.split.elemsPerBinding())) {
       const xr = this.r(X, i0, nc), xhr = this.r(xh, last + i0, nc), ear = this.r(ea, i0, nc);
       const gsr = this.r(gS, i0, nc);
       this.engine.dispatch(
         gK,
         [xr, xhr, ear, gsr, sc],
-        params().u(nc).u(xr.base).u(xhr.base).u(ear.base).u(gsr.base).u(sc.base),
+        K.AUX_GRAD.pack({
+          n: nc,
+          xBase: xr.base,
+          xhBase: xhr.base,
+          eaBase: ear.base,
+          gsBase: gsr.base,
+          scBase: sc.base,
+        }),
         Math.ceil(nc / 256),
       );
     }
@@ -752,7 +864,7 @@ export class WebGpuBackend implements Backend {
       this.engine.dispatch(
         this.k("l1", K.l1Kernel),
         [rp, val, gv, part],
-        params().u(cap).u(codes.rows).f(lambda).u(part.base),
+        K.L1.pack({ cap: cap, rows: codes.rows, lam: lambda, partBase: part.base }),
         P,
       );
       this.fold(part, P, 1, 1, a);
@@ -781,19 +893,28 @@ export class WebGpuBackend implements Backend {
     const rp = this.whole(this.g(codes.rowPtr, "u32"), "codes.rowPtr");
     const idx = this.whole(this.g(codes.idx, "u32"), "codes.idx");
     const gv = this.whole(gvT, "gradVal");
-    const per = this.engine.rowsPerBinding(Math.max(d, 1), "Wdec/gradS");
-    const segs = WebGpuBackend.segments(groups, per, false);
+    const per = this.split.rowsPerBinding(Math.max(d, 1), "Wdec/gradS");
+    const segs = segments(groups, per, false);
     const vec = d % 4 === 0, V = vec ? 4 : 1;
     const kern = this.k(vec ? "decodeBackward4" : "decodeBackward1", () => K.decodeBackwardKernel(vec));
     const cap = Math.min(codes.cap, gvT.size);
-    for (const [r0, nr] of WebGpuBackend.chunks(B, per)) {
+    for (const [r0, nr] of pieces(B, per)) {
       for (const s of segs) {
         const wr = this.rv(W, s.lo * d, (s.hi - s.lo) * d, vec);
         const gsr = this.rv(gS, (s.g * B + r0) * d, nr * d, vec);
         this.engine.dispatch(
           kern,
           [rp, idx, wr, gsr, gv],
-          params().u(nr).u(d / V).u(r0).u(s.lo).u(s.hi).u(wr.base / V).u(gsr.base / V).u(cap),
+          K.DECODE_BACKWARD.pack({
+            nRows: nr,
+            dv: d / V,
+            rowOff: r0,
+            lo: s.lo,
+            hi: s.hi,
+            wBase: wr.base / V,
+            gsBase: gsr.base / V,
+            cap: cap,
+          }),
           nr,
         );
       }
@@ -830,9 +951,9 @@ export class WebGpuBackend implements Backend {
     const vec = d % 4 === 0, V = vec ? 4 : 1;
     const bdr = this.rv(bd, 0, d, vec);
     const cpT = this.g(codesT.colPtr, "u32");
-    const per = this.engine.rowsPerBinding(Math.max(d, 1), "x/gradWenc");
-    const segs = WebGpuBackend.segments(groups, per, false);
-    const rows = WebGpuBackend.chunks(Math.max(B, 1), per);
+    const per = this.split.rowsPerBinding(Math.max(d, 1), "x/gradWenc");
+    const segs = segments(groups, per, false);
+    const rows = pieces(Math.max(B, 1), per);
     const kern = this.k(vec ? "latentGrads4" : "latentGrads1", () => K.latentGradsKernel(vec));
     for (const s of segs) {
       const nl = s.hi - s.lo;
@@ -845,8 +966,22 @@ export class WebGpuBackend implements Backend {
         this.engine.dispatch(
           kern,
           [cpr, rowT, entT, gv, val, xr, bdr, gsr, wer, ber, wdr],
-          params().u(nl).u(d / V).u(s.lo).u(r0).u(r0 + nr).u(xr.base / V).u(bdr.base / V).u(gsr.base / V)
-            .u(wer.base / V).u(ber.base).u(wdr.base / V).b(ri === 0).b(!!gWd).u(cpr.base),
+          K.LATENT_GRADS.pack({
+            nLat: nl,
+            dv: d / V,
+            lo: s.lo,
+            r0: r0,
+            r1: r0 + nr,
+            xBase: xr.base / V,
+            bdBase: bdr.base / V,
+            gsBase: gsr.base / V,
+            weBase: wer.base / V,
+            beBase: ber.base,
+            wdBase: wdr.base / V,
+            doBenc: ri === 0,
+            hasWd: !!gWd,
+            cpBase: cpr.base,
+          }),
           nl,
         );
       });
@@ -872,16 +1007,16 @@ export class WebGpuBackend implements Backend {
     const pc = Math.max(1, Math.floor(this.partCap() / d));
     const nib = Math.ceil(d / 64);
     if (withDecodePath && B > 0) {
-      const rowsPer = Math.min(this.engine.rowsPerBinding(d, "gradS"), ROW_BLOCK * pc);
+      const rowsPer = Math.min(this.split.rowsPerBinding(d, "gradS"), ROW_BLOCK * pc);
       const kern = this.k("colSum", K.colSumKernel);
-      for (const [r0, nr] of WebGpuBackend.chunks(B, rowsPer)) {
+      for (const [r0, nr] of pieces(B, rowsPer)) {
         const P = Math.ceil(nr / ROW_BLOCK);
         const part = this.scratchRange("part", P * d);
         const sr = this.r(gS, r0 * d, nr * d);
         this.engine.dispatch(
           kern,
           [sr, part],
-          params().u(nr).u(d).u(sr.base).u(ROW_BLOCK).u(nib).u(part.base),
+          K.COL_SUM.pack({ nRows: nr, d: d, aBase: sr.base, R: ROW_BLOCK, nib: nib, partBase: part.base }),
           nib * P,
         );
         this.fold(part, P, d, 1, a);
@@ -895,13 +1030,23 @@ export class WebGpuBackend implements Backend {
       const nBlk = Math.max(1, Math.min(256, pc, Math.ceil(cap / 64)));
       const EB = Math.ceil(cap / nBlk);
       const kern = this.k("entryWeightSum", K.entryWeightSumKernel);
-      for (const [lo, nl] of WebGpuBackend.chunks(w, this.engine.rowsPerBinding(d, "Wenc"))) {
+      for (const [lo, nl] of pieces(w, this.split.rowsPerBinding(d, "Wenc"))) {
         const part = this.scratchRange("part", nBlk * d);
         const wr = this.r(W, lo * d, nl * d);
         this.engine.dispatch(
           kern,
           [rp, idx, gv, wr, part],
-          params().u(cap).u(B).u(d).u(EB).u(lo).u(lo + nl).u(wr.base).u(nib).u(part.base),
+          K.ENTRY_WEIGHT_SUM.pack({
+            cap: cap,
+            rows: B,
+            d: d,
+            EB: EB,
+            lo: lo,
+            hi: lo + nl,
+            wBase: wr.base,
+            nib: nib,
+            partBase: part.base,
+          }),
           nib * nBlk,
         );
         this.fold(part, nBlk, d, -1, a);
@@ -918,12 +1063,17 @@ export class WebGpuBackend implements Backend {
     const maxP = Math.min(this.partCap(), 4096);
     for (const t of ts) {
       const gt = this.g(t, "f32");
-      for (const [s, n] of WebGpuBackend.chunks(gt.size, this.engine.elemsPerBinding())) {
+      for (const [s, n] of pieces(gt.size, this.split.elemsPerBinding())) {
         const epw = Math.max(1024, Math.ceil(Math.ceil(n / maxP) / 256) * 256);
         const P = Math.ceil(n / epw);
         const part = this.scratchRange("part", P);
         const ar = this.r(gt, s, n);
-        this.engine.dispatch(kern, [ar, part], params().u(n).u(ar.base).u(epw).u(part.base), P);
+        this.engine.dispatch(
+          kern,
+          [ar, part],
+          K.SUM_SQUARES.pack({ n: n, base: ar.base, epw: epw, partBase: part.base }),
+          P,
+        );
         this.fold(part, P, 1, 1, a);
       }
     }
@@ -937,13 +1087,13 @@ export class WebGpuBackend implements Backend {
     }
     if (w === 0 || d === 0) return;
     const kern = this.k("rowOp", K.rowOpKernel);
-    for (const [r0, nr] of WebGpuBackend.chunks(w, this.engine.rowsPerBinding(d, "W"))) {
+    for (const [r0, nr] of pieces(w, this.split.rowsPerBinding(d, "W"))) {
       const wr = this.r(W, r0 * d, nr * d);
       const gr = Gm ? this.r(Gm, r0 * d, nr * d) : this.dummy();
       this.engine.dispatch(
         kern,
         [wr, gr],
-        params().u(nr).u(d).u(wr.base).u(gr.base).u(mode),
+        K.ROW_OP.pack({ nRows: nr, d: d, wBase: wr.base, gBase: gr.base, mode: mode }),
         Math.ceil(nr / 64),
       );
     }
@@ -961,14 +1111,28 @@ export class WebGpuBackend implements Backend {
     const bc1 = 1 - Math.pow(hp.beta1, hp.step), bc2 = 1 - Math.pow(hp.beta2, hp.step);
     const ns = clip ? this.slotRange(clip.normSq, clip.slot) : this.dummy();
     const kern = this.k("adam", K.adamKernel);
-    for (const [s, n] of WebGpuBackend.chunks(p.size, this.engine.elemsPerBinding())) {
+    for (const [s, n] of pieces(p.size, this.split.elemsPerBinding())) {
       const pr = this.r(p, s, n), gr = this.r(g, s, n), mr = this.r(M, s, n), vr = this.r(V, s, n);
       this.engine.dispatch(
         kern,
         [pr, gr, mr, vr, ns],
-        params().u(n).u(pr.base).u(gr.base).u(mr.base).u(vr.base).f(hp.beta1).f(hp.beta2).f(1 - hp.beta1)
-          .f(1 - hp.beta2).f(hp.lr / bc1).f(Math.sqrt(bc2)).f(hp.eps).b(!!clip).f(clip ? clip.maxNorm : 0)
-          .u(ns.base),
+        K.ADAM.pack({
+          n: n,
+          pBase: pr.base,
+          gBase: gr.base,
+          mBase: mr.base,
+          vBase: vr.base,
+          b1: hp.beta1,
+          b2: hp.beta2,
+          omb1: 1 - hp.beta1,
+          omb2: 1 - hp.beta2,
+          stepSize: hp.lr / bc1,
+          sqrtBc2: Math.sqrt(bc2),
+          eps: hp.eps,
+          clip: !!clip,
+          maxNorm: clip ? clip.maxNorm : 0,
+          nsBase: ns.base,
+        }),
         Math.ceil(n / 256),
       );
     }
@@ -976,6 +1140,379 @@ export class WebGpuBackend implements Backend {
 
   renormRows(W: Tensor): void {
     this.rowOp(this.g(W, "f32"), null, 1);
+  }
+
+  // ---- primitives -----------------------------------------------------------------------------
+  map(e: Expr, args: Record<string, EwArg>, space: EwSpace, out: Tensor, accumulate = false): void {
+    this.ew(e, args, space, "map", out, accumulate, 0);
+  }
+
+  reduce(
+    e: Expr,
+    args: Record<string, EwArg>,
+    space: EwSpace,
+    to: ReduceTo,
+    out: Tensor,
+    opts: { accumulate?: boolean; slot?: number } = {},
+  ): void {
+    this.ew(e, args, space, to, out, !!opts.accumulate, opts.slot ?? 0);
+  }
+
+  private ew(
+    e: Expr,
+    args: Record<string, EwArg>,
+    space: EwSpace,
+    op: EwOp,
+    out: Tensor,
+    acc: boolean,
+    slot: number,
+  ) {
+    const b = bindEw(e, args, space, out, op === "map" ? undefined : op, slot);
+    const o = this.g(out, "f32");
+    for (const a of b.args) if (a.kind === "tensor") this.g(a.t, "f32");
+    const entries = space.kind === "entries";
+    const ek = ewKernel(e, b, entries, op);
+    const kern = this.k(ewKey(e, b, entries, op), () => ek.source);
+    const { rows, cols } = b;
+    // Per-argument fields and bindings; `full`/`row` ranges depend on the chunk.
+    const fixed: Record<string, number | boolean> = {};
+    b.args.forEach((a, k) => {
+      if (a.kind === "const") fixed[`c${k}`] = a.c;
+    });
+    const argRanges = (r0: number, nr: number): Range[] =>
+      b.args.flatMap((a, k) => {
+        if (a.kind === "const") return [];
+        let rg: Range;
+        if (a.bc === "scalar") rg = this.r(a.t, a.slot, 1);
+        else if (a.bc === "col") rg = this.whole(a.t, `argument ${a.name}`, cols);
+        else if (entries) {
+          rg = this.whole(a.t, `argument ${a.name}`, a.bc === "row" ? rows : Math.max(b.elems, 1));
+        } else rg = a.bc === "row" ? this.r(a.t, r0, nr) : this.r(a.t, r0 * cols, nr * cols);
+        fixed[`b${k}`] = rg.base;
+        return [rg];
+      });
+    const pack = (f: Record<string, number | boolean>) => ek.params.pack({ ...fixed, ...f } as never);
+    if (entries) {
+      const codes = space.codes, cap = codes.cap;
+      const pre = [this.whole(codes.rowPtr, "codes.rowPtr"), this.whole(codes.idx, "codes.idx")];
+      const ar = argRanges(0, rows);
+      const base = { n: cap, rows, cols, acc };
+      if (op === "map") {
+        if (cap === 0) return;
+        const outR = this.whole(o, "map output", cap);
+        this.engine.dispatch(
+          kern,
+          [...pre, outR, ...ar],
+          pack({ ...base, outBase: outR.base }),
+          Math.ceil(cap / 256),
+        );
+      } else if (op === "scalar") {
+        const a = this.newAccum("acc.ew", 1);
+        if (cap > 0) {
+          const P = Math.ceil(cap / 256), part = this.scratchRange("part", P);
+          this.engine.dispatch(kern, [...pre, part, ...ar], pack({ ...base, outBase: part.base }), P);
+          this.fold(part, P, 1, 1, a);
+        }
+        this.finish(a, 1, 1, acc, this.slotRange(o, slot));
+      } else if (op === "rows") {
+        if (rows === 0) return;
+        const outR = this.whole(o, "reduce output", rows);
+        this.engine.dispatch(
+          kern,
+          [...pre, outR, ...ar],
+          pack({ ...base, outBase: outR.base }),
+          Math.ceil(rows / 64),
+        );
+      } else {
+        if (cols === 0) return;
+        const cT = space.codesT!;
+        const outR = this.whole(o, "reduce output", cols);
+        const tb = [
+          this.whole(cT.colPtr, "codesT.colPtr", cols + 1),
+          this.whole(cT.entry, "codesT.entry"),
+          b.args.some((x) => x.kind === "tensor" && x.bc === "row")
+            ? this.whole(cT.row, "codesT.row")
+            : this.dummy(),
+        ];
+        this.engine.dispatch(
+          kern,
+          [...pre, outR, ...tb, ...ar],
+          pack({ ...base, outBase: outR.base }),
+          Math.ceil(cols / 64),
+        );
+      }
+      return;
+    }
+    const per = Math.max(
+      1,
+      Math.min(Math.floor(this.split.elemsPerBinding() / Math.max(cols, 1)), 64 * 65535),
+    );
+    const parts = rows > 0 ? pieces(rows, per) : [];
+    if (op === "map") {
+      for (const [r0, nr] of parts) {
+        const n = nr * cols;
+        if (n === 0) continue;
+        const ar = argRanges(r0, nr), outR = this.r(o, r0 * cols, n);
+        this.engine.dispatch(
+          kern,
+          [outR, ...ar],
+          pack({ n, rows: nr, cols, acc, outBase: outR.base }),
+          Math.ceil(n / 256),
+        );
+      }
+    } else if (op === "scalar") {
+      const a = this.newAccum("acc.ew", 1);
+      for (const [r0, nr] of parts) {
+        const n = nr * cols;
+        if (n === 0) continue;
+        const P = Math.ceil(n / 1024), part = this.scratchRange("part", P), ar = argRanges(r0, nr);
+        this.engine.dispatch(kern, [part, ...ar], pack({ n, rows: nr, cols, acc, outBase: part.base }), P);
+        this.fold(part, P, 1, 1, a);
+      }
+      this.finish(a, 1, 1, acc, this.slotRange(o, slot));
+    } else if (op === "rows") {
+      for (const [r0, nr] of parts) {
+        const ar = argRanges(r0, nr), outR = this.r(o, r0, nr);
+        this.engine.dispatch(
+          kern,
+          [outR, ...ar],
+          pack({ n: nr * cols, rows: nr, cols, acc, outBase: outR.base }),
+          nr,
+        );
+      }
+    } else {
+      if (cols === 0) return;
+      const a = this.newAccum("acc.ewc", cols);
+      const nib = Math.ceil(cols / 64);
+      for (
+        const [r0, nr] of pieces(rows, Math.min(per, 64 * Math.max(1, Math.floor(this.partCap() / cols))))
+      ) {
+        const P = Math.ceil(nr / 64), part = this.scratchRange("part", P * cols), ar = argRanges(r0, nr);
+        this.engine.dispatch(
+          kern,
+          [part, ...ar],
+          pack({ n: nr * cols, rows: nr, cols, acc, outBase: part.base }),
+          nib * P,
+        );
+        this.fold(part, P, cols, 1, a);
+      }
+      this.finish(a, cols, 1, acc, this.whole(o, "reduce output", cols));
+    }
+  }
+
+  matmul(a: Tensor, b: Tensor, c: Tensor, opts: MatmulOptions = {}): void {
+    const { M, N, K: KD } = matmulDims(a, b, c, opts);
+    const A = this.g(a, "f32"), Bm = this.g(b, "f32"), C = this.g(c, "f32");
+    const ta = !!opts.ta, tb = !!opts.tb;
+    if (M === 0 || N === 0) return;
+    if (KD === 0) {
+      if (!opts.accumulate) this.engine.clear(C.buffer, 0, C.size * 4);
+      return;
+    }
+    // Blocks (mc × nc × kc) whose three operand extents each fit in one binding.
+    const extA = (m: number, k: number) => ta ? (k - 1) * M + m : (m - 1) * KD + k;
+    const extB = (k: number, n: number) => tb ? (n - 1) * KD + k : (k - 1) * N + n;
+    const extC = (m: number, n: number) => (m - 1) * N + n;
+    let mc = Math.min(M, 32 * 65535), nc = Math.min(N, 32 * 65535), kc = KD;
+    const half = (x: number) => Math.max(1, Math.ceil(x / 2));
+    for (;;) {
+      if (!this.split.fits(extA(mc, kc))) {
+        if (ta ? kc > 1 : mc === 1) kc = half(kc);
+        else mc = half(mc);
+      } else if (!this.split.fits(extB(kc, nc))) {
+        if (tb ? nc === 1 : kc > 1) kc = half(kc);
+        else nc = half(nc);
+      } else if (!this.split.fits(extC(mc, nc))) {
+        if (mc > 1) mc = half(mc);
+        else nc = half(nc);
+      } else break;
+    }
+    const kern = this.k("matmul", K.matmulKernel);
+    for (const [m0, mn] of pieces(M, mc)) {
+      for (const [n0, nn] of pieces(N, nc)) {
+        pieces(KD, kc).forEach(([k0, kn], ki) => {
+          const aR = this.r(A, ta ? k0 * M + m0 : m0 * KD + k0, extA(mn, kn));
+          const bR = this.r(Bm, tb ? n0 * KD + k0 : k0 * N + n0, extB(kn, nn));
+          const cR = this.r(C, m0 * N + n0, extC(mn, nn));
+          this.engine.dispatch(
+            kern,
+            [aR, bR, cR],
+            K.MATMUL.pack({
+              M: mn,
+              N: nn,
+              K: kn,
+              aBase: aR.base,
+              aSm: ta ? 1 : KD,
+              aSk: ta ? M : 1,
+              bBase: bR.base,
+              bSk: tb ? 1 : N,
+              bSn: tb ? KD : 1,
+              cBase: cR.base,
+              cSm: N,
+              acc: !!opts.accumulate || ki > 0,
+              alpha: opts.alpha ?? 1,
+            }),
+            [Math.ceil(nn / 32), Math.ceil(mn / 32)],
+          );
+        });
+      }
+    }
+  }
+
+  /** Row length d of W [cols, d] for a sparse op (and the size checks shared by the sparse ops). */
+  private sparseD(codes: Codes, W: Tensor, what: string): number {
+    const d = codes.cols > 0 ? this.g(W, "f32").size / codes.cols : 0;
+    if (!Number.isInteger(d)) {
+      throw new MonobenchError(`${what}: W has ${W.size} elements, not a multiple of ${codes.cols}`);
+    }
+    return d;
+  }
+
+  private atLeast(t: Tensor, n: number, what: string, exact = false): GpuTensor {
+    const gt = this.g(t, "f32");
+    if (exact ? gt.size !== n : gt.size < n) {
+      throw new MonobenchError(`${what}: ${gt.size} elements, expected ${exact ? "" : "at least "}${n}`);
+    }
+    return gt;
+  }
+
+  spmm(codes: Codes, vals: Tensor, W: Tensor, out: Tensor, accumulate: boolean): void {
+    const d = this.sparseD(codes, W, "spmm"), B = codes.rows;
+    const o = this.atLeast(out, B * d, "spmm out", true), v = this.atLeast(vals, codes.cap, "spmm vals");
+    if (B === 0 || d === 0) return;
+    const rp = this.whole(codes.rowPtr, "codes.rowPtr"), idx = this.whole(codes.idx, "codes.idx");
+    const vr = this.whole(v, "spmm vals", Math.max(codes.cap, 1));
+    const per = this.split.rowsPerBinding(d, "W/out");
+    const segs = segments([codes.cols], per, false);
+    if (segs.length === 0) {
+      if (!accumulate) this.engine.clear(o.buffer, 0, o.size * 4);
+      return;
+    }
+    const kern = this.k("spmm", K.spmmKernel);
+    for (const [r0, nr] of pieces(B, per)) {
+      segs.forEach((s, si) => {
+        const wr = this.r(W, s.lo * d, (s.hi - s.lo) * d), outR = this.r(o, r0 * d, nr * d);
+        this.engine.dispatch(
+          kern,
+          [rp, idx, vr, wr, outR],
+          K.SPMM.pack({
+            nRows: nr,
+            d,
+            rowOff: r0,
+            lo: s.lo,
+            hi: s.hi,
+            wBase: wr.base,
+            outBase: outR.base,
+            cap: codes.cap,
+            init: accumulate || si > 0,
+          }),
+          nr,
+        );
+      });
+    }
+  }
+
+  sddmm(codes: Codes, A: Tensor, W: Tensor, out: Tensor, accumulate: boolean): void {
+    const d = this.sparseD(codes, W, "sddmm"), B = codes.rows;
+    const X = this.atLeast(A, B * d, "sddmm A", true), o = this.atLeast(out, codes.cap, "sddmm out");
+    if (!accumulate) this.engine.clear(o.buffer, 0, o.size * 4);
+    if (B === 0 || d === 0 || codes.cols === 0) return;
+    const rp = this.whole(codes.rowPtr, "codes.rowPtr"), idx = this.whole(codes.idx, "codes.idx");
+    const outR = this.whole(o, "sddmm out", Math.max(codes.cap, 1));
+    const per = this.split.rowsPerBinding(d, "A/W");
+    const kern = this.k("sddmm", K.sddmmKernel);
+    for (const [r0, nr] of pieces(B, per)) {
+      for (const s of segments([codes.cols], per, false)) {
+        const ar = this.r(X, r0 * d, nr * d), wr = this.r(W, s.lo * d, (s.hi - s.lo) * d);
+        this.engine.dispatch(
+          kern,
+          [rp, idx, ar, wr, outR],
+          K.SDDMM.pack({
+            nRows: nr,
+            d,
+            rowOff: r0,
+            lo: s.lo,
+            hi: s.hi,
+            aBase: ar.base,
+            wBase: wr.base,
+            cap: codes.cap,
+          }),
+          nr,
+        );
+      }
+    }
+  }
+
+  spmmT(codes: Codes, codesT: CodesT, vals: Tensor, A: Tensor, out: Tensor, accumulate: boolean): void {
+    const w = codes.cols, B = codes.rows;
+    const X = this.g(A, "f32");
+    const d = B > 0 ? X.size / B : 0;
+    if (!Number.isInteger(d) || codesT.cols !== w) throw new MonobenchError("spmmT: shape mismatch");
+    const o = this.atLeast(out, w * d, "spmmT out", true), v = this.atLeast(vals, codes.cap, "spmmT vals");
+    if (w === 0 || d === 0) return;
+    if (B === 0) {
+      if (!accumulate) this.engine.clear(o.buffer, 0, o.size * 4);
+      return;
+    }
+    const rowT = this.whole(codesT.row, "codesT.row"), entT = this.whole(codesT.entry, "codesT.entry");
+    const vr = this.whole(v, "spmmT vals", Math.max(codes.cap, 1));
+    const cpT = this.g(codesT.colPtr, "u32");
+    const per = this.split.rowsPerBinding(d, "A/out");
+    const rows = pieces(B, per);
+    const kern = this.k("spmmT", K.spmmTKernel);
+    for (const s of segments([w], per, false)) {
+      const nl = s.hi - s.lo;
+      const cpr = this.r(cpT, s.lo, nl + 1), outR = this.r(o, s.lo * d, nl * d);
+      rows.forEach(([r0, nr], ri) => {
+        const ar = this.r(X, r0 * d, nr * d);
+        this.engine.dispatch(
+          kern,
+          [cpr, rowT, entT, vr, ar, outR],
+          K.SPMMT.pack({
+            nLat: nl,
+            d,
+            r0,
+            r1: r0 + nr,
+            aBase: ar.base,
+            outBase: outR.base,
+            cpBase: cpr.base,
+            init: accumulate || ri > 0,
+          }),
+          nl,
+        );
+      });
+    }
+  }
+
+  private entriesOp(codes: Codes, vals: GpuTensor, dense: GpuTensor, scatter: boolean): void {
+    const B = codes.rows, w = codes.cols;
+    if (B === 0 || w === 0) return;
+    const rp = this.whole(codes.rowPtr, "codes.rowPtr"), idx = this.whole(codes.idx, "codes.idx");
+    const vr = this.whole(vals, "entry values", Math.max(codes.cap, 1));
+    const kern = this.k("entries", K.entriesKernel);
+    for (const [r0, nr] of pieces(B, this.split.rowsPerBinding(w, "dense"))) {
+      const dr = this.r(dense, r0 * w, nr * w);
+      this.engine.dispatch(
+        kern,
+        [rp, idx, vr, dr],
+        K.ENTRIES.pack({ nRows: nr, cols: w, rowOff: r0, denseBase: dr.base, cap: codes.cap, scatter }),
+        nr,
+      );
+    }
+  }
+
+  gatherEntries(codes: Codes, dense: Tensor, out: Tensor): void {
+    const D = this.atLeast(dense, codes.rows * codes.cols, "gatherEntries dense", true);
+    const o = this.atLeast(out, codes.cap, "gatherEntries out");
+    this.engine.clear(o.buffer, 0, o.size * 4);
+    this.entriesOp(codes, o, D, false);
+  }
+
+  scatterEntries(codes: Codes, vals: Tensor, dense: Tensor, accumulate: boolean): void {
+    const D = this.atLeast(dense, codes.rows * codes.cols, "scatterEntries dense", true);
+    const v = this.atLeast(vals, codes.cap, "scatterEntries vals");
+    if (!accumulate) this.engine.clear(D.buffer, 0, D.size * 4);
+    this.entriesOp(codes, v, D, true);
   }
 
   // ---- training state -------------------------------------------------------------------------
@@ -990,11 +1527,16 @@ export class WebGpuBackend implements Backend {
       this.engine.dispatch(
         this.k("minPositive", K.minPositiveKernel),
         [rp, val, mn],
-        params().u(cap).u(codes.rows),
+        K.MIN_POSITIVE.pack({ cap: cap, rows: codes.rows }),
         Math.ceil(cap / 256),
       );
     }
-    this.engine.dispatch(this.k("ema", K.emaKernel), [mn, tr], params().f(beta).u(tr.base).f(1 - beta), 1);
+    this.engine.dispatch(
+      this.k("ema", K.emaKernel),
+      [mn, tr],
+      K.EMA.pack({ beta: beta, thrBase: tr.base, omBeta: 1 - beta }),
+      1,
+    );
   }
 
   updateDead(
@@ -1012,16 +1554,28 @@ export class WebGpuBackend implements Backend {
     const cnt = this.scratchRange("dead.cnt", 1);
     this.engine.clear(cnt.buffer, 0, 16);
     const kern = this.k("dead", K.deadKernel);
-    for (const [s, n] of WebGpuBackend.chunks(w, this.engine.elemsPerBinding() - 4)) {
+    for (const [s, n] of pieces(w, this.split.elemsPerBinding() - 4)) {
       const cpr = this.r(cp, s, n + 1), cr = this.r(c, s, n), mr = this.r(mk, s, n);
       this.engine.dispatch(
         kern,
         [cpr, cr, mr, cnt],
-        params().u(n).u(cpr.base).u(cr.base).u(mr.base).f(codesT.rows).f(f32Ceil(deadAfter)),
+        K.DEAD.pack({
+          n: n,
+          cpBase: cpr.base,
+          cBase: cr.base,
+          mBase: mr.base,
+          rows: codesT.rows,
+          deadAfter: f32Ceil(deadAfter),
+        }),
         Math.ceil(n / 256),
       );
     }
-    this.engine.dispatch(this.k("countToFloat", K.countToFloatKernel), [cnt, out], params().u(out.base), 1);
+    this.engine.dispatch(
+      this.k("countToFloat", K.countToFloatKernel),
+      [cnt, out],
+      K.COUNT_TO_FLOAT.pack({ outBase: out.base }),
+      1,
+    );
   }
 }
 

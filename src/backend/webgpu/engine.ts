@@ -1,13 +1,15 @@
 /**
- * Low-level WebGPU plumbing shared by the WebGPU backend: command batching, per-dispatch uniform
- * parameters, buffer ranges for storage bindings, pipeline cache, scratch buffers, read-back.
+ * Low-level WebGPU plumbing shared by the WebGPU backend: command batching, typed per-dispatch
+ * uniform parameters, pipeline cache, scratch buffers, read-back. Binding ranges and splits
+ * live in split.ts.
  *
  * Ordering model
  * - Every op encodes compute dispatches (or copies) into one open command encoder; nothing is
  *   submitted until `flush()` (called when a batch is full, and by `read`, `sync`, and host writes
  *   into a buffer the open batch uses). WebGPU executes submissions, and dispatches inside one
  *   submission, in order, with storage writes of one dispatch visible to the next.
- * - Host numbers of each dispatch (sizes, offsets, lr…) go into a 256-byte slice of a uniform
+ * - Host numbers of each dispatch (sizes, offsets, lr…), packed by the kernel's typed parameter
+ *   struct ({@link ParamStruct}), go into a 256-byte slice of a uniform
  *   "ring" buffer: slices are filled on the host while the batch is encoded and uploaded with one
  *   `queue.writeBuffer` right before the batch is submitted. Because `writeBuffer` is ordered after
  *   every earlier submission, the previous batch still sees its own parameters: values are
@@ -18,14 +20,9 @@
 
 import { MonobenchError } from "../../util/errors.ts";
 
-/** A range of a buffer bound to one storage binding. `base` = element offset of the requested
- * start inside the binding (the binding offset is aligned down to the device's alignment). */
-export interface Range {
-  readonly buffer: GPUBuffer;
-  readonly offset: number;
-  readonly size: number;
-  readonly base: number;
-}
+import { type Range, Split } from "./split.ts";
+
+export type { Range };
 
 export interface Kernel {
   readonly name: string;
@@ -34,33 +31,61 @@ export interface Kernel {
   readonly nStorage: number;
 }
 
-/** Words of per-dispatch parameters; word 63 is reserved for the workgroup count (see PRELUDE). */
+/** Words of the per-dispatch uniform slice (256 bytes). */
 export const PARAM_WORDS = 64;
 
-/** Builder for the uniform parameter block of one dispatch. */
+/** Field types of a parameter struct: bool is a u32 0/1 in WGSL. */
+export type FieldType = "u32" | "f32" | "bool";
+type FieldValues<F extends Record<string, FieldType>> = {
+  [K in keyof F]: F[K] extends "bool" ? boolean : number;
+};
+
+/** Packed uniform words of one dispatch; word 0 (`groups`) is filled in by {@link Engine.dispatch}. */
 export class Params {
   readonly words = new Uint32Array(PARAM_WORDS);
-  private readonly fl = new Float32Array(this.words.buffer);
-  private n = 0;
-  /** Append an unsigned 32-bit integer. */
-  u(v: number): this {
-    if (!(v >= 0 && v <= 0xffffffff)) throw new Error(`webgpu: bad u32 parameter ${v}`);
-    this.words[this.n++] = v >>> 0;
-    return this;
+}
+
+/**
+ * The one definition of a kernel's parameters: `wgsl()` declares the struct and its uniform
+ * binding `U` for the shader, `pack()` lays out the values for the host, field by field in the
+ * same order. Field 0 is always `groups`, the dispatch's workgroup count.
+ */
+export class ParamStruct<F extends Record<string, FieldType>> {
+  readonly names: readonly string[];
+  constructor(readonly name: string, readonly fields: F) {
+    this.names = Object.keys(fields);
+    if (this.names.length + 1 > PARAM_WORDS) throw new Error(`webgpu: ${name} has too many fields`);
+    if (this.names.includes("groups")) throw new Error(`webgpu: ${name}: "groups" is reserved`);
   }
-  /** Append a float (rounded to f32). */
-  f(v: number): this {
-    this.fl[this.n++] = v;
-    return this;
+  wgsl(): string {
+    const fs = this.names.map((n) => `  ${n}: ${this.fields[n] === "f32" ? "f32" : "u32"},`).join("\n");
+    return `struct ${this.name} {\n  groups: u32,\n${fs}\n}\n@group(0) @binding(0) var<uniform> U: ${this.name};\n`;
   }
-  /** Append a boolean as 0/1. */
-  b(v: boolean): this {
-    return this.u(v ? 1 : 0);
+  pack(values: FieldValues<F>): Params {
+    const p = new Params();
+    const fl = new Float32Array(p.words.buffer);
+    const vs = values as Record<string, number | boolean>;
+    this.names.forEach((n, i) => {
+      const v = vs[n], t = this.fields[n];
+      if (t === "bool") {
+        if (typeof v !== "boolean") throw new Error(`webgpu: ${this.name}.${n} must be a boolean`);
+        p.words[i + 1] = v ? 1 : 0;
+      } else if (typeof v !== "number") throw new Error(`webgpu: ${this.name}.${n} is missing`);
+      else if (t === "f32") fl[i + 1] = v;
+      else {
+        if (!(v >= 0 && v <= 0xffffffff)) {
+          throw new Error(`webgpu: bad u32 parameter ${this.name}.${n} = ${v}`);
+        }
+        p.words[i + 1] = v >>> 0;
+      }
+    });
+    return p;
   }
 }
 
-export function params(): Params {
-  return new Params();
+/** Define a kernel's parameter struct (see {@link ParamStruct}). */
+export function struct<F extends Record<string, FieldType>>(name: string, fields: F): ParamStruct<F> {
+  return new ParamStruct(name, fields);
 }
 
 export interface EngineOptions {
@@ -103,6 +128,8 @@ export class Engine {
    * that bindings never alias: Dawn rejects overlapping writable bindings). */
   readonly dummy: GPUBuffer;
   private readonly dummySlot: number;
+  /** Binding ranges and chunk sizes under this device's limits (split.ts). */
+  readonly split: Split;
   /** Counters, for benchmarks and tests. */
   readonly stats = { dispatches: 0, submits: 0, syncs: 0 };
 
@@ -121,6 +148,7 @@ export class Engine {
     this.ringHost = new Uint32Array(new ArrayBuffer(this.uStride * RING_SLOTS));
     this.dummySlot = Math.max(256, this.align);
     this.dummy = device.createBuffer({ size: this.dummySlot * DUMMY_SLOTS, usage: BUF_USAGE });
+    this.split = new Split(this.align, this.maxBind, this.dummy, this.dummySlot);
     const dev = device as unknown as EventTarget;
     if (typeof dev.addEventListener === "function") {
       dev.addEventListener("uncapturederror", (ev) => {
@@ -168,45 +196,6 @@ export class Engine {
     return b;
   }
 
-  /** Range of `count` 4-byte elements starting at element `start` of `buffer` (`vec4`: the size
-   * is rounded up to 16 bytes, for array<vec4<f32>> bindings). */
-  range(buffer: GPUBuffer, start: number, count: number, vec4 = false): Range {
-    const startB = start * 4;
-    const offset = Math.floor(startB / this.align) * this.align;
-    const q = vec4 ? 16 : 4;
-    let size = Math.max(q, Math.ceil((startB + count * 4 - offset) / q) * q);
-    if (offset + size > buffer.size) size = buffer.size - offset;
-    if (size <= 0 || size > this.maxBind) {
-      throw new Error(`webgpu: internal error: binding of ${size} bytes (limit ${this.maxBind})`);
-    }
-    return { buffer, offset, size, base: (startB - offset) / 4 };
-  }
-
-  dummyRange(): Range {
-    return { buffer: this.dummy, offset: 0, size: this.dummySlot, base: 0 };
-  }
-
-  /**
-   * Largest number of rows of `rowElems` elements that fit in one binding (any start offset).
-   * Throws a clear error when a single row does not fit.
-   */
-  rowsPerBinding(rowElems: number, what: string): number {
-    const usable = this.maxBind - this.align - 16;
-    const r = Math.floor(usable / Math.max(1, rowElems * 4));
-    if (r < 1) {
-      throw new Error(
-        `webgpu: one row of ${what} (${rowElems} elements) exceeds the max storage binding size ` +
-          `(${this.maxBind} bytes)`,
-      );
-    }
-    return r;
-  }
-
-  /** Elements per chunk for element-wise ops. */
-  elemsPerBinding(): number {
-    return Math.floor((this.maxBind - this.align - 16) / 16) * 4;
-  }
-
   // ---- pipelines ------------------------------------------------------------------------------
   kernel(name: string, build: () => { code: string; nStorage: number }): Kernel {
     const hit = this.kernels.get(name);
@@ -251,7 +240,7 @@ export class Engine {
 
   /**
    * Encode one dispatch. `groups` = number of workgroups (laid out in 2-D when above the
-   * per-dimension limit; kernels get the count in param word 63) or explicit [x, y] counts.
+   * per-dimension limit; kernels get the count as `U.groups`) or explicit [x, y] counts.
    */
   dispatch(k: Kernel, binds: Range[], p: Params, groups: number | [number, number]): void {
     let gx: number, gy: number, total: number;
@@ -268,7 +257,7 @@ export class Engine {
     if (binds.length !== k.nStorage) throw new Error(`webgpu: ${k.name} needs ${k.nStorage} bindings`);
     if (this.ringUsed >= RING_SLOTS) this.flush();
     const enc = this.encoder();
-    p.words[PARAM_WORDS - 1] = total;
+    p.words[0] = total;
     const slot = this.ringUsed++;
     this.ringHost.set(p.words, (slot * this.uStride) / 4);
     const entries: GPUBindGroupEntry[] = [

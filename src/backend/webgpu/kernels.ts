@@ -1,12 +1,17 @@
 /**
- * WGSL sources of the WebGPU backend. Every kernel has the uniform parameter block at binding 0
- * (64 u32 words, read with `pu(i)` / `pf(i)`; word 63 = number of workgroups of the dispatch) and
- * `nStorage` read-write storage buffers at bindings 1..n. Storage bindings are ranges of tensors
- * (see engine.ts), so every index is offset by a `...Base` parameter. All storage bindings are
- * read_write so that the same buffer may be bound more than once in a dispatch.
- *
+ * WGSL sources of the WebGPU backend. Every kernel has its parameters at binding 0: a typed
+ * uniform struct `U` declared once with {@link struct} next to the kernel, which generates both
+ * the WGSL declaration and the host-side packer (`STRUCT.pack({...})` in backend.ts), so host and
+ * shader cannot disagree on a field's position or type. `U.groups` is the number of workgroups of
+ * the dispatch. Kernels have `nStorage` read-write storage buffers at bindings 1..n. Storage
+ * bindings are ranges of tensors (see split.ts), so every index is offset by a `...Base`
+ * parameter. All storage bindings are read_write so that the same buffer may be bound more than
+ * once in a dispatch.
  * Where the CPU oracle accumulates in float64, kernels use compensated (Kahan) f32 summation.
  */
+import { type ParamStruct, struct } from "./engine.ts";
+
+export { struct };
 
 export interface KernelSource {
   code: string;
@@ -14,11 +19,7 @@ export interface KernelSource {
 }
 
 const PRELUDE = /* wgsl */ `
-@group(0) @binding(0) var<uniform> U: array<vec4<u32>, 16>;
-fn pu(i: u32) -> u32 { return U[i >> 2u][i & 3u]; }
-fn pf(i: u32) -> f32 { return bitcast<f32>(pu(i)); }
 fn wgLin(w: vec3<u32>, n: vec3<u32>) -> u32 { return w.x + w.y * n.x; }
-fn nGroups() -> u32 { return pu(63u); }
 // Order-preserving u32 key of a float's bits, and its inverse.
 fn fkey(b: u32) -> u32 { return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u); }
 fn keyBits(k: u32) -> u32 { return select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u); }
@@ -36,8 +37,9 @@ function decl(names: [string, string][]): string {
     .join("\n");
 }
 
-function src(bufs: [string, string][], body: string): KernelSource {
-  return { code: PRELUDE + decl(bufs) + "\n" + body, nStorage: bufs.length };
+// deno-lint-ignore no-explicit-any
+export function src(params: ParamStruct<any>, bufs: [string, string][], body: string): KernelSource {
+  return { code: params.wgsl() + PRELUDE + decl(bufs) + "\n" + body, nStorage: bufs.length };
 }
 
 /** Shared-memory tree sum over a workgroup of size WG (call from uniform control flow). */
@@ -59,44 +61,58 @@ fn ${name}Sum(li: u32, v: f32) -> f32 {
 
 // ---- memory ---------------------------------------------------------------------------------
 
+export const FILL = struct("FillParams", { n: "u32", base: "u32", bits: "u32" });
+
 /** a[base + i] = value bits, i < n. */
 export function fillKernel(): KernelSource {
   return src(
+    FILL,
     [["a", "u32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let i = wgLin(wid, nwg) * 256u + li;
-  if (i < pu(0u)) { a[pu(1u) + i] = pu(2u); }
+  if (i < U.n) { a[U.base + i] = U.bits; }
 }`,
   );
 }
 
 // ---- encoder matmul -------------------------------------------------------------------------
 
+export const ENCODE = struct("EncodeParams", {
+  B: "u32",
+  w: "u32",
+  dv: "u32",
+  xBase: "u32",
+  wBase: "u32",
+  bencBase: "u32",
+  bdecBase: "u32",
+  preBase: "u32",
+  preStride: "u32",
+});
+
 /**
  * pre[b, j] = relu(Σ_k (x[b,k] − bdec[k]) · W[j,k] + benc[j]): register-blocked, no workgroup
  * memory. Each invocation computes 8 rows × 16 latents (rows rb + 8r, latents cb + 8c);
  * workgroups are 8×8 invocations = 64 rows × 128 latents. `vec` = 4 loads vec4 (needs d % 4 == 0).
- * Params: 0 B, 1 w, 2 d/V, 3 xBase/V, 4 wBase/V, 5 bencBase, 6 bdecBase/V, 7 preBase, 8 preStride.
  */
 export function encodeKernel(vec: boolean): KernelSource {
   const R = 8, C = 16;
   const T = vec ? "vec4<f32>" : "f32";
   const mul = (a: string, b: string) => vec ? `dot(${a}, ${b})` : `${a} * ${b}`;
   let s = "";
-  for (let r = 0; r < R; r++) s += `  let xo${r} = pu(3u) + min(rb + ${r * 8}u, B - 1u) * dv;\n`;
-  for (let c = 0; c < C; c++) s += `  let wo${c} = pu(4u) + min(cb + ${c * 8}u, W - 1u) * dv;\n`;
+  for (let r = 0; r < R; r++) s += `  let xo${r} = U.xBase + min(rb + ${r * 8}u, B - 1u) * dv;\n`;
+  for (let c = 0; c < C; c++) s += `  let wo${c} = U.wBase + min(cb + ${c * 8}u, W - 1u) * dv;\n`;
   for (let r = 0; r < R; r++) {
     s += "  var " + Array.from({ length: C }, (_, c) => `a${r}_${c} = 0.0`).join("; var ") + ";\n";
   }
-  s += `  let bdb = pu(6u);\n  for (var k = 0u; k < dv; k = k + 1u) {\n    let bd = bdec[bdb + k];\n`;
+  s += `  let bdb = U.bdecBase;\n  for (var k = 0u; k < dv; k = k + 1u) {\n    let bd = bdec[bdb + k];\n`;
   for (let r = 0; r < R; r++) s += `    let x${r} = X[xo${r} + k] - bd;\n`;
   for (let c = 0; c < C; c++) {
     s += `    { let w = Wm[wo${c} + k];`;
     for (let r = 0; r < R; r++) s += ` a${r}_${c} += ${mul(`x${r}`, "w")};`;
     s += " }\n";
   }
-  s += "  }\n  let pb = pu(7u); let ps = pu(8u); let bb = pu(5u);\n";
+  s += "  }\n  let pb = U.preBase; let ps = U.preStride; let bb = U.bencBase;\n";
   for (let c = 0; c < C; c++) {
     s += `  if (cb + ${c * 8}u < W) {\n    let j = cb + ${c * 8}u; let be = benc[bb + j];\n`;
     for (let r = 0; r < R; r++) {
@@ -106,11 +122,12 @@ export function encodeKernel(vec: boolean): KernelSource {
     s += "  }\n";
   }
   return src(
+    ENCODE,
     [["X", T], ["Wm", T], ["benc", "f32"], ["bdec", T], ["pre", "f32"]],
     `
 @compute @workgroup_size(8, 8) fn main(@builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>) {
-  let B = pu(0u); let W = pu(1u); let dv = pu(2u);
+  let B = U.B; let W = U.w; let dv = U.dv;
   let rb = wid.y * 64u + lid.y;
   let cb = wid.x * 128u + lid.x;
 ${s}}`,
@@ -160,51 +177,65 @@ export const KTH = {
   WORDS: 2053,
 } as const;
 
-/** Reset the select state: histogram 0, prefix 0, remaining k. Params: 0 k. */
+export const KTH_INIT = struct("KthInitParams", { k: "u32" });
+
+/** Reset the select state: histogram 0, prefix 0, remaining k. */
 export function kthInitKernel(): KernelSource {
   return src(
+    KTH_INIT,
     [["hs", "u32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   for (var i = li; i < ${KTH.BINS}u; i = i + 256u) { hs[i] = 0u; }
   if (li == 0u) {
-    hs[${KTH.PREFIX}u] = 0u; hs[${KTH.REM}u] = pu(0u); hs[${KTH.NCAND}u] = 0u; hs[${KTH.OK}u] = 0u;
+    hs[${KTH.PREFIX}u] = 0u; hs[${KTH.REM}u] = U.k; hs[${KTH.NCAND}u] = 0u; hs[${KTH.OK}u] = 0u;
   }
 }`,
   );
 }
 
+export const KTH_SAMPLE = struct("KthSampleParams", {
+  m: "u32",
+  j0: "u32",
+  stride: "u32",
+  baseShift: "u32",
+  sampleBase: "u32",
+  chunkEnd: "u32",
+});
+
 /** sample[j] = vals[base + min(samplePos(j, stride), chunkEnd − 1) − chunkStart] for j in
- * [j0, j0 + m). Params: 0 m, 1 j0, 2 stride, 3 base − chunkStart (wrapping), 4 sampleBase,
- * 5 chunkEnd. */
+ * [j0, j0 + m).  */
 export function kthSampleKernel(): KernelSource {
   return src(
+    KTH_SAMPLE,
     [["vals", "u32"], ["sample", "u32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let q = wgLin(wid, nwg) * 256u + li;
-  if (q >= pu(0u)) { return; }
-  let j = pu(1u) + q;
-  sample[pu(4u) + j] = vals[min(samplePos(j, pu(2u)), pu(5u) - 1u) + pu(3u)];
+  if (q >= U.m) { return; }
+  let j = U.j0 + q;
+  sample[U.sampleBase + j] = vals[min(samplePos(j, U.stride), U.chunkEnd - 1u) + U.baseShift];
 }`,
   );
 }
 
+export const KTH_COMPACT = struct("KthCompactParams", { n: "u32", base: "u32", cap: "u32", epw: "u32" });
+
 /**
  * Append the keys of vals[base + i] (i < n) at or above the sampled threshold to the candidate
- * buffer (counting all of them, even past the capacity). Params: 0 n, 1 base, 2 capacity,
- * 3 elements per workgroup.
+ * buffer (counting all of them, even past the capacity).
  */
 export function kthCompactKernel(): KernelSource {
   return src(
+    KTH_COMPACT,
     [["vals", "u32"], ["hs", "atomic<u32>"], ["cand", "u32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
+  if (g >= U.groups) { return; }
   let t = fkey(atomicLoad(&hs[${KTH.TBITS}u]));
-  let epw = pu(3u); let base = pu(1u); let cap = pu(2u);
-  let start = g * epw; let end = min(start + epw, pu(0u));
+  let epw = U.epw; let base = U.base; let cap = U.cap;
+  let start = g * epw; let end = min(start + epw, U.n);
   for (var i = start + li; i < end; i = i + 256u) {
     let key = fkey(vals[base + i]);
     if (key >= t) {
@@ -216,50 +247,63 @@ export function kthCompactKernel(): KernelSource {
   );
 }
 
-/** hs[OK] = (k <= ncand <= capacity). Params: 0 capacity. */
+export const KTH_DECIDE = struct("KthDecideParams", { cap: "u32" });
+
+/** hs[OK] = (k <= ncand <= capacity). */
 export function kthDecideKernel(): KernelSource {
   return src(
+    KTH_DECIDE,
     [["hs", "u32"]],
     `
 @compute @workgroup_size(1) fn main(${ENTRY}) {
   let nc = hs[${KTH.NCAND}u];
-  hs[${KTH.OK}u] = select(0u, 1u, nc >= hs[${KTH.REM}u] && nc <= pu(0u));
+  hs[${KTH.OK}u] = select(0u, 1u, nc >= hs[${KTH.REM}u] && nc <= U.cap);
 }`,
   );
 }
+
+export const KTH_HIST = struct("KthHistParams", {
+  n: "u32",
+  base: "u32",
+  shift: "u32",
+  highMask: "u32",
+  epw: "u32",
+  digitMask: "u32",
+  source: "u32",
+});
 
 /**
  * Histogram of one digit of the keys whose higher digits equal the prefix found so far:
  * per-workgroup shared histogram, then atomics into the global one. Source (param 6): 1 = the
  * data vals[base + i], i < n, when the candidate path failed; 2 = the candidates cand[i],
- * i < ncand, when it succeeded. Params: 0 n, 1 base, 2 shift, 3 highMask, 4 elements per
- * workgroup, 5 digit mask, 6 source.
+ * i < ncand, when it succeeded.
  */
 export function kthHistKernel(): KernelSource {
   const bins = KTH.BINS;
   return src(
+    KTH_HIST,
     [["vals", "u32"], ["hs", "atomic<u32>"], ["cand", "u32"]],
     `
 var<workgroup> lh: array<atomic<u32>, ${bins}>;
 var<workgroup> sN: u32;
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
-  let srcKind = pu(6u);
+  if (g >= U.groups) { return; }
+  let srcKind = U.source;
   if (li == 0u) {
     let ok = atomicLoad(&hs[${KTH.OK}u]) != 0u;
-    var nn = pu(0u);
+    var nn = U.n;
     if (srcKind == 2u) { nn = atomicLoad(&hs[${KTH.NCAND}u]); }
     if ((srcKind == 1u && ok) || (srcKind == 2u && !ok)) { nn = 0u; }
     sN = nn;
   }
   let n = workgroupUniformLoad(&sN); // uniform: the early exit below precedes barriers
-  let epw = pu(4u);
+  let epw = U.epw;
   let start = g * epw;
   if (start >= n) { return; }
   for (var i = li; i < ${bins}u; i = i + 256u) { atomicStore(&lh[i], 0u); }
   workgroupBarrier();
-  let base = pu(1u); let shift = pu(2u); let hm = pu(3u); let dm = pu(5u);
+  let base = U.base; let shift = U.shift; let hm = U.highMask; let dm = U.digitMask;
   let prefix = atomicLoad(&hs[${KTH.PREFIX}u]);
   let end = min(start + epw, n);
   ${BIN_CACHE_INIT}
@@ -280,13 +324,16 @@ var<workgroup> sN: u32;
   );
 }
 
+export const KTH_SELECT = struct("KthSelectParams", { shift: "u32", last: "bool", outBase: "u32" });
+
 /**
  * Pick the digit: walk bins from the top, subtracting counts until the bin holding the
  * remaining-th largest; update prefix/remaining; clear the histogram. On the last digit write
- * the selected float to out[outBase] (as bits). Params: 0 shift, 1 last, 2 outBase.
+ * the selected float to out[outBase] (as bits).
  */
 export function kthSelectKernel(): KernelSource {
   return src(
+    KTH_SELECT,
     [["hs", "u32"], ["out", "u32"]],
     `
 @compute @workgroup_size(1) fn main(${ENTRY}) {
@@ -299,14 +346,25 @@ export function kthSelectKernel(): KernelSource {
     rem = rem - h;
     b = b - 1u;
   }
-  let prefix = hs[${KTH.PREFIX}u] | (b << pu(0u));
+  let prefix = hs[${KTH.PREFIX}u] | (b << U.shift);
   hs[${KTH.PREFIX}u] = prefix;
   hs[${KTH.REM}u] = rem;
   for (var i = 0u; i < ${KTH.BINS}u; i = i + 1u) { hs[i] = 0u; }
-  if (pu(1u) == 1u) { out[pu(2u)] = keyBits(prefix); }
+  if (U.last == 1u) { out[U.outBase] = keyBits(prefix); }
 }`,
   );
 }
+
+export const KTH_ROWS = struct("KthRowsParams", {
+  nRows: "u32",
+  w: "u32",
+  valBase: "u32",
+  k: "u32",
+  useMask: "bool",
+  maskBase: "u32",
+  outBase: "u32",
+  rank: "u32",
+});
 
 /**
  * Per-row k-th largest among eligible columns; one workgroup per row (64 invocations: workgroup
@@ -318,11 +376,11 @@ export function kthSelectKernel(): KernelSource {
  *  3. With k <= #candidates <= 1024 the k-th largest is found among them: by rank counting
  *     (no atomics) for up to 512 candidates, else by radix select (11 + 11 + 10 bits); otherwise
  *     by radix select over the row (three passes).
- * Params: 0 nRows, 1 w, 2 valBase, 3 k, 4 useMask, 5 maskBase, 6 outBase, 7 rank.
  */
 export function kthRowsKernel(): KernelSource {
   const CAND = 1024, WG = 64, BPT = 2048 / WG, RANK_MAX = 512;
   return src(
+    KTH_ROWS,
     [["vals", "u32"], ["mask", "u32"], ["out", "u32"]],
     `
 var<workgroup> lh: array<atomic<u32>, 2048>;
@@ -423,9 +481,9 @@ fn loadCount(li: u32) -> u32 {
 
 @compute @workgroup_size(${WG}) fn main(${ENTRY}) {
   let row = wgLin(wid, nwg);
-  if (row >= pu(0u)) { return; }
-  let w = pu(1u); let off = pu(2u) + row * w; let k = pu(3u); let useMask = pu(4u) != 0u;
-  let mb = pu(5u); let rank = pu(7u);
+  if (row >= U.nRows) { return; }
+  let w = U.w; let off = U.valBase + row * w; let k = U.k; let useMask = U.useMask != 0u;
+  let mb = U.maskBase; let rank = U.rank;
   // 1. strided sample → threshold t (key); ineligible columns get key 0
   let S = min(w, ${CAND}u);
   let st = max(w / max(S, 1u), 1u);
@@ -478,7 +536,7 @@ fn loadCount(li: u32) -> u32 {
       selectBin(li, shift, dg == 0u, k);
     }
   }
-  if (li == 0u) { out[pu(6u) + row] = select(keyBits(sPrefix), 0xff800000u, sBad != 0u); }
+  if (li == 0u) { out[U.outBase + row] = select(keyBits(sPrefix), 0xff800000u, sBad != 0u); }
 }`,
   );
 }
@@ -488,52 +546,77 @@ fn loadCount(li: u32) -> u32 {
 const KEEP = `
 fn keep(a: f32, j: u32, t: f32) -> bool {
   if (!(a > 0.0)) { return false; }
-  if (pu(5u) != 0u && mask[pu(6u) + j] == 0u) { return false; }
-  return select(a >= t, a > t, pu(7u) != 0u);
+  if (U.useMask != 0u && mask[U.maskBase + j] == 0u) { return false; }
+  return select(a >= t, a > t, U.strict != 0u);
 }
-fn rowThr(row: u32) -> f32 { return thr[pu(4u) + select(0u, row, pu(3u) != 0u)]; }
+fn rowThr(row: u32) -> f32 { return thr[U.thrBase + select(0u, row, U.thrRows != 0u)]; }
 `;
 
+export const GATHER_COUNT = struct("GatherCountParams", {
+  nRows: "u32",
+  w: "u32",
+  valBase: "u32",
+  thrRows: "bool",
+  thrBase: "u32",
+  useMask: "bool",
+  maskBase: "u32",
+  strict: "bool",
+  rowOff: "u32",
+});
+
 /**
- * Count kept entries per row (one workgroup per row). Params: 0 nRows, 1 w, 2 valBase,
- * 3 thrRows, 4 thrBase, 5 useMask, 6 maskBase, 7 strict, 8 rowOff.
+ * Count kept entries per row (one workgroup per row).
  */
 export function gatherCountKernel(): KernelSource {
   return src(
+    GATHER_COUNT,
     [["vals", "f32"], ["thr", "f32"], ["mask", "u32"], ["cnt", "u32"]],
     KEEP + `
 var<workgroup> tot: atomic<u32>;
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let row = wgLin(wid, nwg);
-  if (row >= pu(0u)) { return; }
+  if (row >= U.nRows) { return; }
   if (li == 0u) { atomicStore(&tot, 0u); }
   workgroupBarrier();
-  let w = pu(1u); let off = pu(2u) + row * w; let t = rowThr(row);
+  let w = U.w; let off = U.valBase + row * w; let t = rowThr(row);
   var c = 0u;
   for (var j = li; j < w; j = j + 256u) {
     if (keep(vals[off + j], j, t)) { c = c + 1u; }
   }
   if (c != 0u) { atomicAdd(&tot, c); }
   workgroupBarrier();
-  if (li == 0u) { cnt[pu(8u) + row] = atomicLoad(&tot); }
+  if (li == 0u) { cnt[U.rowOff + row] = atomicLoad(&tot); }
 }`,
   );
 }
 
+export const GATHER_WRITE = struct("GatherWriteParams", {
+  nRows: "u32",
+  w: "u32",
+  valBase: "u32",
+  thrRows: "bool",
+  thrBase: "u32",
+  useMask: "bool",
+  maskBase: "u32",
+  strict: "bool",
+  rowOff: "u32",
+  cap: "u32",
+});
+
 /**
  * Write kept entries of each row in ascending column order at offs[row] (capped at cap): every
  * invocation owns a contiguous run of columns; a workgroup scan gives each run's offset.
- * Params as gatherCount plus 9 cap.
  */
 export function gatherWriteKernel(): KernelSource {
   return src(
+    GATHER_WRITE,
     [["vals", "f32"], ["thr", "f32"], ["mask", "u32"], ["offs", "u32"], ["idx", "u32"], ["val", "f32"]],
     KEEP + `
 var<workgroup> pre: array<u32, 256>;
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let row = wgLin(wid, nwg);
-  if (row >= pu(0u)) { return; }
-  let w = pu(1u); let off = pu(2u) + row * w; let t = rowThr(row); let cap = pu(9u);
+  if (row >= U.nRows) { return; }
+  let w = U.w; let off = U.valBase + row * w; let t = rowThr(row); let cap = U.cap;
   let L = (w + 255u) / 256u;
   let j0 = min(li * L, w);
   let j1 = min(j0 + L, w);
@@ -548,7 +631,7 @@ var<workgroup> pre: array<u32, 256>;
     for (var i = 0u; i < 256u; i = i + 1u) { let v = pre[i]; pre[i] = run; run = run + v; }
   }
   workgroupBarrier();
-  var p = offs[pu(8u) + row] + pre[li];
+  var p = offs[U.rowOff + row] + pre[li];
   if (c == 0u) { return; }
   for (var j = j0; j < j1; j = j + 1u) {
     let a = vals[off + j];
@@ -561,18 +644,27 @@ var<workgroup> pre: array<u32, 256>;
   );
 }
 
+export const SCAN = struct("ScanParams", {
+  n: "u32",
+  clampV: "u32",
+  cntBase: "u32",
+  aBase: "u32",
+  bBase: "u32",
+});
+
 /**
  * Exclusive scan of cnt[0..n) (single workgroup): outA[i] = Σ_{i'<i} cnt, outA[n] = total,
- * outB = min(outA, clampV). Params: 0 n, 1 clampV, 2 cntBase, 3 aBase, 4 bBase.
+ * outB = min(outA, clampV).
  */
 export function scanKernel(): KernelSource {
   return src(
+    SCAN,
     [["cnt", "u32"], ["outA", "u32"], ["outB", "u32"]],
     `
 var<workgroup> sums: array<u32, 256>;
 var<workgroup> total: u32;
 @compute @workgroup_size(256) fn main(${ENTRY}) {
-  let n = pu(0u); let cl = pu(1u); let cb = pu(2u); let ab = pu(3u); let bb = pu(4u);
+  let n = U.n; let cl = U.clampV; let cb = U.cntBase; let ab = U.aBase; let bb = U.bBase;
   let S = (n + 255u) / 256u;
   let s0 = min(li * S, n);
   let s1 = min(s0 + S, n);
@@ -598,17 +690,20 @@ var<workgroup> total: u32;
   );
 }
 
-/** cnt[idx[e]] += 1 for valid entries. Params: 0 cap, 1 rows, 2 cols. */
+export const TRANSPOSE = struct("TransposeParams", { cap: "u32", rows: "u32", cols: "u32" });
+
+/** cnt[idx[e]] += 1 for valid entries. */
 export function transposeCountKernel(): KernelSource {
   return src(
+    TRANSPOSE,
     [["rowPtr", "u32"], ["idx", "u32"], ["cnt", "atomic<u32>"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let e = wgLin(wid, nwg) * 256u + li;
-  let total = min(rowPtr[pu(1u)], pu(0u));
+  let total = min(rowPtr[U.rows], U.cap);
   if (e >= total) { return; }
   let j = idx[e];
-  if (j < pu(2u)) { atomicAdd(&cnt[j], 1u); }
+  if (j < U.cols) { atomicAdd(&cnt[j], 1u); }
 }`,
   );
 }
@@ -616,15 +711,16 @@ export function transposeCountKernel(): KernelSource {
 /** Scatter valid entries to their column: p = fillPos[j]++; row[p] = b; entry[p] = e. */
 export function transposeScatterKernel(): KernelSource {
   return src(
+    TRANSPOSE,
     [["rowPtr", "u32"], ["idx", "u32"], ["fillPos", "atomic<u32>"], ["rowOut", "u32"], ["entryOut", "u32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let e = wgLin(wid, nwg) * 256u + li;
-  let rows = pu(1u);
-  let total = min(rowPtr[rows], pu(0u));
+  let rows = U.rows;
+  let total = min(rowPtr[rows], U.cap);
   if (e >= total) { return; }
   let j = idx[e];
-  if (j >= pu(2u)) { return; }
+  if (j >= U.cols) { return; }
   var lo = 0u; var hi = rows;
   loop {
     if (lo + 1u >= hi) { break; }
@@ -653,24 +749,37 @@ fn lowerBound(e0: u32, e1: u32, v: u32) -> u32 {
 }
 `;
 
+export const DECODE = struct("DecodeParams", {
+  nRows: "u32",
+  dv: "u32",
+  rowOff: "u32",
+  lo: "u32",
+  hi: "u32",
+  wBase: "u32",
+  mode: "u32",
+  srcBase: "u32",
+  outBase: "u32",
+  cap: "u32",
+});
+
 /**
  * Decode one (row chunk, latent segment): out[b, i] = init + Σ_{e: lo ≤ idx_e < hi} val_e ·
  * W[idx_e − lo, i]. One workgroup per row, invocations over i (vec4 columns when `vec`). Init
  * (mode): 0 zero, 1 src[srcBase + i] (bias), 2 src[srcBase + b·d + i] (a scratch copy of the
  * previous prefix: binding that slab of `out` itself could alias after offset alignment),
- * 3 out itself. Params: 0 nRows, 1 d/V, 2 rowOff, 3 lo, 4 hi, 5 wBase/V, 6 mode, 7 srcBase/V,
- * 8 outBase/V, 9 cap.
+ * 3 out itself.
  */
 export function decodeKernel(vec: boolean): KernelSource {
   const T = vec ? "vec4<f32>" : "f32";
   return src(
+    DECODE,
     [["rowPtr", "u32"], ["idx", "u32"], ["val", "f32"], ["Wm", T], ["srcv", T], ["out", T]],
     ROW_SEG + `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let b = wgLin(wid, nwg);
-  if (b >= pu(0u)) { return; }
-  let d = pu(1u); let gb = pu(2u) + b; let lo = pu(3u); let hi = pu(4u); let wb = pu(5u);
-  let mode = pu(6u); let sb = pu(7u); let ob = pu(8u) + b * d; let cap = pu(9u);
+  if (b >= U.nRows) { return; }
+  let d = U.dv; let gb = U.rowOff + b; let lo = U.lo; let hi = U.hi; let wb = U.wBase;
+  let mode = U.mode; let sb = U.srcBase; let ob = U.outBase + b * d; let cap = U.cap;
   let e0 = min(rowPtr[gb], cap); let e1 = min(rowPtr[gb + 1u], cap);
   let ea = lowerBound(e0, e1, lo);
   let eb = lowerBound(ea, e1, hi);
@@ -691,10 +800,20 @@ export function decodeKernel(vec: boolean): KernelSource {
   );
 }
 
+export const DECODE_BACKWARD = struct("DecodeBackwardParams", {
+  nRows: "u32",
+  dv: "u32",
+  rowOff: "u32",
+  lo: "u32",
+  hi: "u32",
+  wBase: "u32",
+  gsBase: "u32",
+  cap: "u32",
+});
+
 /**
  * gradVal[e] += gS[b] · W[idx_e − lo] for entries of rows in the chunk with lo ≤ idx_e < hi.
  * One workgroup per row, invocations over the row's entries (vec4 loads along d when `vec`).
- * Params: 0 nRows, 1 d/V, 2 rowOff, 3 lo, 4 hi, 5 wBase/V, 6 gsBase/V, 7 cap.
  */
 export function decodeBackwardKernel(vec: boolean): KernelSource {
   const T = vec ? "vec4<f32>" : "f32";
@@ -722,13 +841,14 @@ export function decodeBackwardKernel(vec: boolean): KernelSource {
     for (; i < d; i = i + 1u) { s0 += gs[go + i] * Wm[wo + i]; }
     gv[e] += (s0 + s1) + (s2 + s3);`;
   return src(
+    DECODE_BACKWARD,
     [["rowPtr", "u32"], ["idx", "u32"], ["Wm", T], ["gs", T], ["gv", "f32"]],
     ROW_SEG + `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let b = wgLin(wid, nwg);
-  if (b >= pu(0u)) { return; }
-  let d = pu(1u); let gb = pu(2u) + b; let lo = pu(3u); let hi = pu(4u); let wb = pu(5u);
-  let go = pu(6u) + b * d; let cap = pu(7u);
+  if (b >= U.nRows) { return; }
+  let d = U.dv; let gb = U.rowOff + b; let lo = U.lo; let hi = U.hi; let wb = U.wBase;
+  let go = U.gsBase + b * d; let cap = U.cap;
   let e0 = min(rowPtr[gb], cap); let e1 = min(rowPtr[gb + 1u], cap);
   let ea = lowerBound(e0, e1, lo);
   let eb = lowerBound(ea, e1, hi);
@@ -739,16 +859,33 @@ export function decodeBackwardKernel(vec: boolean): KernelSource {
   );
 }
 
+export const LATENT_GRADS = struct("LatentGradsParams", {
+  nLat: "u32",
+  dv: "u32",
+  lo: "u32",
+  r0: "u32",
+  r1: "u32",
+  xBase: "u32",
+  bdBase: "u32",
+  gsBase: "u32",
+  weBase: "u32",
+  beBase: "u32",
+  wdBase: "u32",
+  doBenc: "bool",
+  hasWd: "bool",
+  cpBase: "u32",
+});
+
 /**
  * Per-latent gradients for latents [lo, lo + nLat) and sample rows [r0, r1) of x / gS:
  *   gWe[j] += Σ gv[e] (x[b] − bdec), gWd[j] += Σ val[e] gS[b], gbe[j] += Σ gv[e] (if doBenc).
  * One workgroup per latent, invocations over i (vec4 columns when `vec`; d and the bases of the
- * d-strided arrays are then in vec4 units). Params: 0 nLat, 1 d, 2 lo, 3 r0, 4 r1, 5 xBase,
- * 6 bdBase, 7 gsBase, 8 weBase, 9 beBase, 10 wdBase, 11 doBenc, 12 hasWd, 13 cpBase.
+ * d-strided arrays are then in vec4 units).
  */
 export function latentGradsKernel(vec: boolean): KernelSource {
   const T = vec ? "vec4<f32>" : "f32";
   return src(
+    LATENT_GRADS,
     [
       ["colPtr", "u32"],
       ["rowT", "u32"],
@@ -765,13 +902,13 @@ export function latentGradsKernel(vec: boolean): KernelSource {
     `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let jl = wgLin(wid, nwg);
-  if (jl >= pu(0u)) { return; }
-  let d = pu(1u); let r0 = pu(3u); let r1 = pu(4u);
-  let cpb = pu(13u) + jl;
+  if (jl >= U.nLat) { return; }
+  let d = U.dv; let r0 = U.r0; let r1 = U.r1;
+  let cpb = U.cpBase + jl;
   let s = colPtr[cpb]; let t = colPtr[cpb + 1u];
   if (s >= t) { return; }
-  let xb = pu(5u); let bdb = pu(6u); let gsb = pu(7u); let hasWd = pu(12u) != 0u;
-  let weo = pu(8u) + jl * d; let wdo = pu(10u) + jl * d;
+  let xb = U.xBase; let bdb = U.bdBase; let gsb = U.gsBase; let hasWd = U.hasWd != 0u;
+  let weo = U.weBase + jl * d; let wdo = U.wdBase + jl * d;
   var hit = false;
   for (var p = s; p < t; p = p + 1u) {
     let b = rowT[p];
@@ -801,7 +938,7 @@ export function latentGradsKernel(vec: boolean): KernelSource {
       if (hasWd) { gWd[wdo + i] += aD; }
     }
   }
-  if (li == 0u && pu(11u) != 0u) {
+  if (li == 0u && U.doBenc != 0u) {
     var sb = 0.0; var c = 0.0;
     for (var p = s; p < t; p = p + 1u) {
       let y = gv[entryT[p]] - c;
@@ -809,7 +946,7 @@ export function latentGradsKernel(vec: boolean): KernelSource {
       c = (tt - sb) - y;
       sb = tt;
     }
-    gbe[pu(9u) + jl] += sb;
+    gbe[U.beBase + jl] += sb;
   }
 }`,
   );
@@ -817,18 +954,28 @@ export function latentGradsKernel(vec: boolean): KernelSource {
 
 // ---- reductions -----------------------------------------------------------------------------
 
+export const FOLD = struct("FoldParams", {
+  P: "u32",
+  d: "u32",
+  sgn: "f32",
+  partBase: "u32",
+  accBase: "u32",
+  compBase: "u32",
+});
+
 /**
  * Fold partial sums part[p·d + i] (p < P) into the Kahan accumulator (acc[i], comp[i]) with a
- * sign. One workgroup per i. Params: 0 P, 1 d, 2 sign, 3 partBase, 4 accBase, 5 compBase.
+ * sign. One workgroup per i.
  */
 export function foldKernel(): KernelSource {
   return src(
+    FOLD,
     [["part", "f32"], ["acc", "f32"], ["comp", "f32"]],
     treeSum(64) + `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let i = wgLin(wid, nwg);
-  if (i >= pu(1u)) { return; }
-  let P = pu(0u); let d = pu(1u); let pb = pu(3u);
+  if (i >= U.d) { return; }
+  let P = U.P; let d = U.d; let pb = U.partBase;
   var s = 0.0; var c = 0.0;
   for (var p = li; p < P; p = p + 64u) {
     let y = part[pb + p * d + i] - c;
@@ -836,9 +983,9 @@ export function foldKernel(): KernelSource {
     c = (t - s) - y;
     s = t;
   }
-  let tot = redSum(li, s - c) * pf(2u);
+  let tot = redSum(li, s - c) * U.sgn;
   if (li == 0u) {
-    let ai = pu(4u) + i; let ci = pu(5u) + i;
+    let ai = U.accBase + i; let ci = U.compBase + i;
     let sum = acc[ai]; let y = tot - comp[ci]; let t = sum + y;
     comp[ci] = (t - sum) - y;
     acc[ai] = t;
@@ -847,31 +994,43 @@ export function foldKernel(): KernelSource {
   );
 }
 
-/** out[outBase + i] = (accumulate ? out : 0) + (acc[i] − comp[i]) · scale, i < d.
- * Params: 0 d, 1 scale, 2 accumulate, 3 accBase, 4 compBase, 5 outBase. */
+export const FINISH = struct("FinishParams", {
+  d: "u32",
+  scale: "f32",
+  accumulate: "bool",
+  accBase: "u32",
+  compBase: "u32",
+  outBase: "u32",
+});
+
+/** out[outBase + i] = (accumulate ? out : 0) + (acc[i] − comp[i]) · scale, i < d. */
 export function finishKernel(): KernelSource {
   return src(
+    FINISH,
     [["acc", "f32"], ["comp", "f32"], ["out", "f32"]],
     `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let i = wgLin(wid, nwg) * 64u + li;
-  if (i >= pu(0u)) { return; }
-  let v = (acc[pu(3u) + i] - comp[pu(4u) + i]) * pf(1u);
-  let o = pu(5u) + i;
-  out[o] = select(0.0, out[o], pu(2u) != 0u) + v;
+  if (i >= U.d) { return; }
+  let v = (acc[U.accBase + i] - comp[U.compBase + i]) * U.scale;
+  let o = U.outBase + i;
+  out[o] = select(0.0, out[o], U.accumulate != 0u) + v;
 }`,
   );
 }
 
-/** part[g] = Σ a[base + i]², i in workgroup g's range. Params: 0 n, 1 base, 2 epw, 3 partBase. */
+export const SUM_SQUARES = struct("SumSquaresParams", { n: "u32", base: "u32", epw: "u32", partBase: "u32" });
+
+/** part[g] = Σ a[base + i]², i in workgroup g's range. */
 export function sumSquaresKernel(): KernelSource {
   return src(
+    SUM_SQUARES,
     [["a", "f32"], ["part", "f32"]],
     treeSum(256) + `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
-  let n = pu(0u); let base = pu(1u); let epw = pu(2u);
+  if (g >= U.groups) { return; }
+  let n = U.n; let base = U.base; let epw = U.epw;
   let start = g * epw; let end = min(start + epw, n);
   var s = 0.0; var c = 0.0;
   for (var i = start + li; i < end; i = i + 256u) {
@@ -882,26 +1041,36 @@ export function sumSquaresKernel(): KernelSource {
     s = t;
   }
   let tot = redSum(li, s - c);
-  if (li == 0u) { part[pu(3u) + g] = tot; }
+  if (li == 0u) { part[U.partBase + g] = tot; }
 }`,
   );
 }
 
+export const COL_SUM = struct("ColSumParams", {
+  nRows: "u32",
+  d: "u32",
+  aBase: "u32",
+  R: "u32",
+  nib: "u32",
+  partBase: "u32",
+});
+
 /**
  * Column sums over row blocks: part[rb·d + i] = Σ_{rows b of block rb} a[b·d + i].
- * Workgroups: (i block of 64) × (row block). Params: 0 nRows, 1 d, 2 aBase, 3 R, 4 nib, 5 partBase.
+ * Workgroups: (i block of 64) × (row block).
  */
 export function colSumKernel(): KernelSource {
   return src(
+    COL_SUM,
     [["a", "f32"], ["part", "f32"]],
     `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
-  let nib = pu(4u); let rb = g / nib; let i = (g % nib) * 64u + li;
-  let d = pu(1u);
+  if (g >= U.groups) { return; }
+  let nib = U.nib; let rb = g / nib; let i = (g % nib) * 64u + li;
+  let d = U.d;
   if (i >= d) { return; }
-  let R = pu(3u); let b0 = rb * R; let b1 = min(b0 + R, pu(0u)); let ab = pu(2u);
+  let R = U.R; let b0 = rb * R; let b1 = min(b0 + R, U.nRows); let ab = U.aBase;
   var s = 0.0; var c = 0.0;
   for (var b = b0; b < b1; b = b + 1u) {
     let y = a[ab + b * d + i] - c;
@@ -909,29 +1078,41 @@ export function colSumKernel(): KernelSource {
     c = (t - s) - y;
     s = t;
   }
-  part[pu(5u) + rb * d + i] = s;
+  part[U.partBase + rb * d + i] = s;
 }`,
   );
 }
 
+export const ENTRY_WEIGHT_SUM = struct("EntryWeightSumParams", {
+  cap: "u32",
+  rows: "u32",
+  d: "u32",
+  EB: "u32",
+  lo: "u32",
+  hi: "u32",
+  wBase: "u32",
+  nib: "u32",
+  partBase: "u32",
+});
+
 /**
  * Σ_e gv[e] · W[idx_e − lo, i] over entry blocks, for entries with lo ≤ idx_e < hi:
  * part[blk·d + i]. Workgroups: (i block of 64) × (entry block).
- * Params: 0 cap, 1 rows, 2 d, 3 EB, 4 lo, 5 hi, 6 wBase, 7 nib, 8 partBase.
  */
 export function entryWeightSumKernel(): KernelSource {
   return src(
+    ENTRY_WEIGHT_SUM,
     [["rowPtr", "u32"], ["idx", "u32"], ["gv", "f32"], ["Wm", "f32"], ["part", "f32"]],
     `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
-  let nib = pu(7u); let blk = g / nib; let i = (g % nib) * 64u + li;
-  let d = pu(2u);
+  if (g >= U.groups) { return; }
+  let nib = U.nib; let blk = g / nib; let i = (g % nib) * 64u + li;
+  let d = U.d;
   if (i >= d) { return; }
-  let total = min(rowPtr[pu(1u)], pu(0u));
-  let EB = pu(3u); let e0 = blk * EB; let e1 = min(e0 + EB, total);
-  let lo = pu(4u); let hi = pu(5u); let wb = pu(6u);
+  let total = min(rowPtr[U.rows], U.cap);
+  let EB = U.EB; let e0 = blk * EB; let e1 = min(e0 + EB, total);
+  let lo = U.lo; let hi = U.hi; let wb = U.wBase;
   var s = 0.0; var c = 0.0;
   for (var e = e0; e < e1; e = e + 1u) {
     let j = idx[e];
@@ -941,163 +1122,219 @@ export function entryWeightSumKernel(): KernelSource {
     c = (t - s) - y;
     s = t;
   }
-  part[pu(8u) + blk * d + i] = s;
+  part[U.partBase + blk * d + i] = s;
 }`,
   );
 }
 
 // ---- losses ---------------------------------------------------------------------------------
 
+export const RECON = struct("ReconParams", {
+  n: "u32",
+  xhBase: "u32",
+  xBase: "u32",
+  gnBase: "u32",
+  gsBase: "u32",
+  hasNext: "bool",
+  coef: "f32",
+  wgt: "f32",
+  partBase: "u32",
+});
+
 /**
  * One prefix g of the reconstruction loss on an element chunk:
  *   gs[i] = (hasNext ? gn[i] : 0) + coef · (xh[i] − x[i]);  part[wg] = Σ wgt · (xh − x)².
  * gn is a scratch copy of prefix g+1's gradient (a second binding of gradS could alias gs).
- * Params: 0 n, 1 xhBase, 2 xBase, 3 gnBase, 4 gsBase, 5 hasNext, 6 coef, 7 wgt, 8 partBase.
  */
 export function reconKernel(): KernelSource {
   return src(
+    RECON,
     [["xh", "f32"], ["X", "f32"], ["gn", "f32"], ["gs", "f32"], ["part", "f32"]],
     treeSum(256) + `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
-  let n = pu(0u); let hasNext = pu(5u) != 0u; let coef = pf(6u); let wgt = pf(7u);
+  if (g >= U.groups) { return; }
+  let n = U.n; let hasNext = U.hasNext != 0u; let coef = U.coef; let wgt = U.wgt;
   var s = 0.0;
   for (var q = 0u; q < 4u; q = q + 1u) {
     let i = g * 1024u + q * 256u + li;
     if (i < n) {
-      let r = xh[pu(1u) + i] - X[pu(2u) + i];
+      let r = xh[U.xhBase + i] - X[U.xBase + i];
       var a = coef * r;
-      if (hasNext) { a = gn[pu(3u) + i] + a; }
-      gs[pu(4u) + i] = a;
+      if (hasNext) { a = gn[U.gnBase + i] + a; }
+      gs[U.gsBase + i] = a;
       s += wgt * r * r;
     }
   }
   let tot = redSum(li, s);
-  if (li == 0u) { part[pu(8u) + g] = tot; }
+  if (li == 0u) { part[U.partBase + g] = tot; }
 }`,
   );
 }
+
+export const AUX_COLS = struct("AuxColsParams", {
+  nRows: "u32",
+  d: "u32",
+  xBase: "u32",
+  xhBase: "u32",
+  eaBase: "u32",
+  R: "u32",
+  nib: "u32",
+  mode: "u32",
+  meanBase: "u32",
+  partABase: "u32",
+  partBBase: "u32",
+});
 
 /**
  * AuxK column statistics over row blocks of a row chunk, with e = x − xh:
  *   mode 0: partA[rb·d + i] = Σ e,  partB[rb·d + i] = Σ (e − ê)²
  *   mode 1: partA[rb·d + i] = Σ (e − mean_i)²
- * Params: 0 nRows, 1 d, 2 xBase, 3 xhBase, 4 eaBase, 5 R, 6 nib, 7 mode, 8 meanBase,
- * 9 partABase, 10 partBBase.
  */
 export function auxColsKernel(): KernelSource {
   return src(
+    AUX_COLS,
     [["X", "f32"], ["xh", "f32"], ["ea", "f32"], ["mean", "f32"], ["partA", "f32"], ["partB", "f32"]],
     `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
-  let nib = pu(6u); let rb = g / nib; let i = (g % nib) * 64u + li;
-  let d = pu(1u);
+  if (g >= U.groups) { return; }
+  let nib = U.nib; let rb = g / nib; let i = (g % nib) * 64u + li;
+  let d = U.d;
   if (i >= d) { return; }
-  let R = pu(5u); let b0 = rb * R; let b1 = min(b0 + R, pu(0u));
-  let mode = pu(7u);
+  let R = U.R; let b0 = rb * R; let b1 = min(b0 + R, U.nRows);
+  let mode = U.mode;
   var mu = 0.0;
-  if (mode == 1u) { mu = mean[pu(8u) + i]; }
+  if (mode == 1u) { mu = mean[U.meanBase + i]; }
   var sA = 0.0; var cA = 0.0; var sB = 0.0; var cB = 0.0;
   for (var b = b0; b < b1; b = b + 1u) {
     let o = b * d + i;
-    let e = X[pu(2u) + o] - xh[pu(3u) + o];
+    let e = X[U.xBase + o] - xh[U.xhBase + o];
     var vA = e;
     if (mode == 1u) { let c = e - mu; vA = c * c; }
     else {
-      let r = e - ea[pu(4u) + o];
+      let r = e - ea[U.eaBase + o];
       let yB = r * r - cB; let tB = sB + yB; cB = (tB - sB) - yB; sB = tB;
     }
     let yA = vA - cA; let tA = sA + yA; cA = (tA - sA) - yA; sA = tA;
   }
-  partA[pu(9u) + rb * d + i] = sA;
-  if (mode == 0u) { partB[pu(10u) + rb * d + i] = sB; }
+  partA[U.partABase + rb * d + i] = sA;
+  if (mode == 0u) { partB[U.partBBase + rb * d + i] = sB; }
 }`,
   );
 }
+
+export const AUX_FINAL = struct("AuxFinalParams", {
+  alpha: "f32",
+  invB: "f32",
+  nBase: "u32",
+  dBase: "u32",
+  outBase: "u32",
+  scBase: "u32",
+  nCompBase: "u32",
+  dCompBase: "u32",
+  minus2overB: "f32",
+});
 
 /**
  * AuxK scalars: num = accN/B, den = accD/B; loss = alpha·num/den (0 if not finite) → out;
- * sc = alpha·(−2/B)/den (0 if not finite). Params: 0 alpha, 1 invB, 2 nBase, 3 dBase, 4 outBase,
- * 5 scBase, 6 nCompBase, 7 dCompBase, 8 minus2overB.
+ * sc = alpha·(−2/B)/den (0 if not finite).
  */
 export function auxFinalKernel(): KernelSource {
   return src(
+    AUX_FINAL,
     [["accN", "f32"], ["accD", "f32"], ["out", "f32"], ["sc", "f32"]],
     `
 @compute @workgroup_size(1) fn main(${ENTRY}) {
-  let alpha = pf(0u); let invB = pf(1u);
-  let num = (accN[pu(2u)] - accN[pu(6u)]) * invB;
-  let den = (accD[pu(3u)] - accD[pu(7u)]) * invB;
+  let alpha = U.alpha; let invB = U.invB;
+  let num = (accN[U.nBase] - accN[U.nCompBase]) * invB;
+  let den = (accD[U.dBase] - accD[U.dCompBase]) * invB;
   var loss = 0.0; var s = 0.0;
   if (den > 0.0 && isFinite(num) && isFinite(den)) {
     let l = alpha * num / den;
-    let ss = alpha * pf(8u) / den;
+    let ss = alpha * U.minus2overB / den;
     if (isFinite(l) && isFinite(ss)) { loss = l; s = ss; }
   }
-  out[pu(4u)] = loss;
-  sc[pu(5u)] = s;
+  out[U.outBase] = loss;
+  sc[U.scBase] = s;
 }`,
   );
 }
 
-/** gs[i] = sc · ((x − xh) − ea) on an element chunk. Params: 0 n, 1 xBase, 2 xhBase, 3 eaBase,
- * 4 gsBase, 5 scBase. */
+export const AUX_GRAD = struct("AuxGradParams", {
+  n: "u32",
+  xBase: "u32",
+  xhBase: "u32",
+  eaBase: "u32",
+  gsBase: "u32",
+  scBase: "u32",
+});
+
+/** gs[i] = sc · ((x − xh) − ea) on an element chunk. */
 export function auxGradKernel(): KernelSource {
   return src(
+    AUX_GRAD,
     [["X", "f32"], ["xh", "f32"], ["ea", "f32"], ["gs", "f32"], ["sc", "f32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let i = wgLin(wid, nwg) * 256u + li;
-  if (i >= pu(0u)) { return; }
-  let s = sc[pu(5u)];
-  let e = X[pu(1u) + i] - xh[pu(2u) + i];
-  gs[pu(4u) + i] = s * (e - ea[pu(3u) + i]);
+  if (i >= U.n) { return; }
+  let s = sc[U.scBase];
+  let e = X[U.xBase + i] - xh[U.xhBase + i];
+  gs[U.gsBase + i] = s * (e - ea[U.eaBase + i]);
 }`,
   );
 }
 
-/** gradVal[e] += lambda and part[wg] = Σ val[e] over valid entries. Params: 0 cap, 1 rows,
- * 2 lambda, 3 partBase. */
+export const L1 = struct("L1Params", { cap: "u32", rows: "u32", lam: "f32", partBase: "u32" });
+
+/** gradVal[e] += lambda and part[wg] = Σ val[e] over valid entries. */
 export function l1Kernel(): KernelSource {
   return src(
+    L1,
     [["rowPtr", "u32"], ["val", "f32"], ["gv", "f32"], ["part", "f32"]],
     treeSum(256) + `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
+  if (g >= U.groups) { return; }
   let e = g * 256u + li;
-  let total = min(rowPtr[pu(1u)], pu(0u));
+  let total = min(rowPtr[U.rows], U.cap);
   var s = 0.0;
   if (e < total) {
-    gv[e] += pf(2u);
+    gv[e] += U.lam;
     s = val[e];
   }
   let tot = redSum(li, s);
-  if (li == 0u) { part[pu(3u) + g] = tot; }
+  if (li == 0u) { part[U.partBase + g] = tot; }
 }`,
   );
 }
 
 // ---- optimiser ------------------------------------------------------------------------------
 
+export const ROW_OP = struct("RowOpParams", {
+  nRows: "u32",
+  d: "u32",
+  wBase: "u32",
+  gBase: "u32",
+  mode: "u32",
+});
+
 /**
  * Row-wise ops on [rows, d], one invocation per row (no workgroup barriers: they are costly on
  * software rasterisers):
  *   mode 0 (projectDecoderGrad): G[r] −= (W[r]·G[r] / |W[r]|²) W[r]   (skip |W[r]| = 0)
  *   mode 1 (renormRows):         W[r] /= |W[r]|                       (skip |W[r]| = 0)
- * Params: 0 nRows, 1 d, 2 wBase, 3 gBase, 4 mode.
  */
 export function rowOpKernel(): KernelSource {
   return src(
+    ROW_OP,
     [["Wm", "f32"], ["Gm", "f32"]],
     `
 @compute @workgroup_size(64) fn main(${ENTRY}) {
   let r = wgLin(wid, nwg) * 64u + li;
-  if (r >= pu(0u)) { return; }
-  let d = pu(1u); let wo = pu(2u) + r * d; let go = pu(3u) + r * d; let mode = pu(4u);
+  if (r >= U.nRows) { return; }
+  let d = U.d; let wo = U.wBase + r * d; let go = U.gBase + r * d; let mode = U.mode;
   var n0 = 0.0; var n1 = 0.0; var p0 = 0.0; var p1 = 0.0;
   var i = 0u;
   for (; i + 1u < d; i = i + 2u) {
@@ -1123,46 +1360,66 @@ export function rowOpKernel(): KernelSource {
   );
 }
 
+export const ADAM = struct("AdamParams", {
+  n: "u32",
+  pBase: "u32",
+  gBase: "u32",
+  mBase: "u32",
+  vBase: "u32",
+  b1: "f32",
+  b2: "f32",
+  omb1: "f32",
+  omb2: "f32",
+  stepSize: "f32",
+  sqrtBc2: "f32",
+  eps: "f32",
+  clip: "bool",
+  maxNorm: "f32",
+  nsBase: "u32",
+});
+
 /**
  * torch.optim.Adam step on an element chunk, with clip scale min(1, maxNorm/(sqrt(ns)+1e-6)).
- * Params: 0 n, 1 pBase, 2 gBase, 3 mBase, 4 vBase, 5 b1, 6 b2, 7 1−b1, 8 1−b2, 9 stepSize,
- * 10 sqrt(bc2), 11 eps, 12 clip, 13 maxNorm, 14 nsBase.
  */
 export function adamKernel(): KernelSource {
   return src(
+    ADAM,
     [["P", "f32"], ["Gr", "f32"], ["M", "f32"], ["V", "f32"], ["ns", "f32"]],
     `
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let i = wgLin(wid, nwg) * 256u + li;
-  if (i >= pu(0u)) { return; }
+  if (i >= U.n) { return; }
   var scale = 1.0;
-  if (pu(12u) != 0u) { scale = min(1.0, pf(13u) / (sqrt(ns[pu(14u)]) + 1e-6)); }
-  let g = Gr[pu(2u) + i] * scale;
-  let mi = pu(3u) + i; let vi = pu(4u) + i; let pi = pu(1u) + i;
-  let m = pf(5u) * M[mi] + pf(7u) * g;
-  let v = pf(6u) * V[vi] + pf(8u) * g * g;
+  if (U.clip != 0u) { scale = min(1.0, U.maxNorm / (sqrt(ns[U.nsBase]) + 1e-6)); }
+  let g = Gr[U.gBase + i] * scale;
+  let mi = U.mBase + i; let vi = U.vBase + i; let pi = U.pBase + i;
+  let m = U.b1 * M[mi] + U.omb1 * g;
+  let v = U.b2 * V[vi] + U.omb2 * g * g;
   M[mi] = m;
   V[vi] = v;
-  P[pi] = P[pi] - pf(9u) * m / (sqrt(v) / pf(10u) + pf(11u));
+  P[pi] = P[pi] - U.stepSize * m / (sqrt(v) / U.sqrtBc2 + U.eps);
 }`,
   );
 }
 
 // ---- training state -------------------------------------------------------------------------
 
-/** mn[0] = min(mn[0], bits of the smallest positive val among valid entries). Params: 0 cap, 1 rows. */
+export const MIN_POSITIVE = struct("MinPositiveParams", { cap: "u32", rows: "u32" });
+
+/** mn[0] = min(mn[0], bits of the smallest positive val among valid entries). */
 export function minPositiveKernel(): KernelSource {
   return src(
+    MIN_POSITIVE,
     [["rowPtr", "u32"], ["val", "f32"], ["mn", "atomic<u32>"]],
     `
 var<workgroup> lm: atomic<u32>;
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
+  if (g >= U.groups) { return; }
   if (li == 0u) { atomicStore(&lm, 0x7f800000u); }
   workgroupBarrier();
   let e = g * 256u + li;
-  let total = min(rowPtr[pu(1u)], pu(0u));
+  let total = min(rowPtr[U.rows], U.cap);
   if (e < total) {
     let v = val[e];
     if (v > 0.0) { atomicMin(&lm, bitcast<u32>(v)); }
@@ -1176,45 +1433,56 @@ var<workgroup> lm: atomic<u32>;
   );
 }
 
-/** thr = thr < 0 ? m : beta·thr + (1 − beta)·m with m from mn (0 if none). Params: 0 beta,
- * 1 thrBase, 2 1−beta. */
+export const EMA = struct("EmaParams", { beta: "f32", thrBase: "u32", omBeta: "f32" });
+
+/** thr = thr < 0 ? m : beta·thr + (1 − beta)·m with m from mn (0 if none). */
 export function emaKernel(): KernelSource {
   return src(
+    EMA,
     [["mn", "u32"], ["thr", "f32"]],
     `
 @compute @workgroup_size(1) fn main(${ENTRY}) {
   let mb = mn[0];
   let m = select(bitcast<f32>(mb), 0.0, mb >= 0x7f800000u);
-  let ti = pu(1u);
+  let ti = U.thrBase;
   let t = thr[ti];
-  thr[ti] = select(pf(0u) * t + pf(2u) * m, m, t < 0.0);
+  thr[ti] = select(U.beta * t + U.omBeta * m, m, t < 0.0);
 }`,
   );
 }
 
+export const DEAD = struct("DeadParams", {
+  n: "u32",
+  cpBase: "u32",
+  cBase: "u32",
+  mBase: "u32",
+  rows: "f32",
+  deadAfter: "f32",
+});
+
 /**
- * Dead-latent bookkeeping on a latent chunk. Params: 0 n, 1 cpBase, 2 cBase, 3 mBase, 4 rows (f32),
- * 5 deadAfter (f32, rounded up).
+ * Dead-latent bookkeeping on a latent chunk.
  */
 export function deadKernel(): KernelSource {
   return src(
+    DEAD,
     [["colPtr", "u32"], ["counter", "f32"], ["mask", "u32"], ["cnt", "atomic<u32>"]],
     `
 var<workgroup> ld: atomic<u32>;
 @compute @workgroup_size(256) fn main(${ENTRY}) {
   let g = wgLin(wid, nwg);
-  if (g >= nGroups()) { return; }
+  if (g >= U.groups) { return; }
   if (li == 0u) { atomicStore(&ld, 0u); }
   workgroupBarrier();
   let j = g * 256u + li;
-  if (j < pu(0u)) {
-    let cp = pu(1u) + j;
-    let ci = pu(2u) + j;
-    var c = counter[ci] + pf(4u);
+  if (j < U.n) {
+    let cp = U.cpBase + j;
+    let ci = U.cBase + j;
+    var c = counter[ci] + U.rows;
     if (colPtr[cp + 1u] > colPtr[cp]) { c = 0.0; }
     counter[ci] = c;
-    let dead = c >= pf(5u);
-    mask[pu(3u) + j] = select(0u, 1u, dead);
+    let dead = c >= U.deadAfter;
+    mask[U.mBase + j] = select(0u, 1u, dead);
     if (dead) { atomicAdd(&ld, 1u); }
   }
   workgroupBarrier();
@@ -1226,13 +1494,238 @@ var<workgroup> ld: atomic<u32>;
   );
 }
 
-/** out[outBase] = f32(cnt[0]). Params: 0 outBase. */
+export const COUNT_TO_FLOAT = struct("CountToFloatParams", { outBase: "u32" });
+
+/** out[outBase] = f32(cnt[0]). */
 export function countToFloatKernel(): KernelSource {
   return src(
+    COUNT_TO_FLOAT,
     [["cnt", "u32"], ["out", "f32"]],
     `
 @compute @workgroup_size(1) fn main(${ENTRY}) {
-  out[pu(0u)] = f32(cnt[0]);
+  out[U.outBase] = f32(cnt[0]);
+}`,
+  );
+}
+
+// ---- general primitives: dense and sparse matmuls, entry gather/scatter -------------------
+
+export const MATMUL = struct("MatmulParams", {
+  M: "u32",
+  N: "u32",
+  K: "u32",
+  aBase: "u32",
+  aSm: "u32",
+  aSk: "u32",
+  bBase: "u32",
+  bSk: "u32",
+  bSn: "u32",
+  cBase: "u32",
+  cSm: "u32",
+  acc: "bool",
+  alpha: "f32",
+});
+
+/**
+ * c[m, n] (+)= alpha · Σ_k A(m, k) B(k, n) on an (M × N × K) block, with strided operands:
+ * A(m, k) = A[aBase + m·aSm + k·aSk], B(k, n) = B[bBase + k·bSk + n·bSn], C(m, n) =
+ * C[cBase + m·cSm + n] (the host picks the strides of each transpose and the block origins).
+ * 4 × 4 outputs per invocation, 8 × 8 invocations per workgroup, no workgroup memory (register
+ * blocking is what pays on software adapters).
+ */
+export function matmulKernel(): KernelSource {
+  return src(
+    MATMUL,
+    [["A", "f32"], ["Bm", "f32"], ["C", "f32"]],
+    `
+@compute @workgroup_size(8, 8) fn main(@builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = wid.y * 32u + lid.y; let n0 = wid.x * 32u + lid.x;
+  var s: array<array<f32, 4>, 4>;
+  var ao: array<u32, 4>; var bo: array<u32, 4>;
+  for (var r = 0u; r < 4u; r = r + 1u) {
+    ao[r] = U.aBase + min(m0 + r * 8u, U.M - 1u) * U.aSm;
+    bo[r] = U.bBase + min(n0 + r * 8u, U.N - 1u) * U.bSn;
+  }
+  for (var k = 0u; k < U.K; k = k + 1u) {
+    var av: array<f32, 4>; var bv: array<f32, 4>;
+    for (var r = 0u; r < 4u; r = r + 1u) {
+      av[r] = A[ao[r] + k * U.aSk];
+      bv[r] = Bm[bo[r] + k * U.bSk];
+    }
+    for (var r = 0u; r < 4u; r = r + 1u) {
+      for (var c = 0u; c < 4u; c = c + 1u) { s[r][c] = s[r][c] + av[r] * bv[c]; }
+    }
+  }
+  for (var r = 0u; r < 4u; r = r + 1u) {
+    let m = m0 + r * 8u;
+    if (m >= U.M) { continue; }
+    for (var c = 0u; c < 4u; c = c + 1u) {
+      let n = n0 + c * 8u;
+      if (n >= U.N) { continue; }
+      let o = U.cBase + m * U.cSm + n;
+      let v = U.alpha * s[r][c];
+      if (U.acc != 0u) { C[o] = C[o] + v; } else { C[o] = v; }
+    }
+  }
+}`,
+  );
+}
+
+export const SPMM = struct("SpmmParams", {
+  nRows: "u32",
+  d: "u32",
+  rowOff: "u32",
+  lo: "u32",
+  hi: "u32",
+  wBase: "u32",
+  outBase: "u32",
+  cap: "u32",
+  init: "bool",
+});
+
+/**
+ * out[b, i] = (init ? out[b, i] : 0) + Σ_{e ∈ row b, lo ≤ idx_e < hi} vals[e] · W[idx_e − lo, i]
+ * for the rows of a chunk and one latent segment. One workgroup per row, invocations over i.
+ */
+export function spmmKernel(): KernelSource {
+  return src(
+    SPMM,
+    [["rowPtr", "u32"], ["idx", "u32"], ["vals", "f32"], ["Wm", "f32"], ["out", "f32"]],
+    ROW_SEG + `
+@compute @workgroup_size(64) fn main(${ENTRY}) {
+  let b = wgLin(wid, nwg);
+  if (b >= U.nRows) { return; }
+  let d = U.d; let gb = U.rowOff + b; let ob = U.outBase + b * d;
+  let e0 = min(rowPtr[gb], U.cap); let e1 = min(rowPtr[gb + 1u], U.cap);
+  let ea = lowerBound(e0, e1, U.lo);
+  let eb = lowerBound(ea, e1, U.hi);
+  for (var i = li; i < d; i = i + 64u) {
+    var s = 0.0;
+    if (U.init != 0u) { s = out[ob + i]; }
+    var c = 0.0;
+    for (var e = ea; e < eb; e = e + 1u) {
+      let y = vals[e] * Wm[U.wBase + (idx[e] - U.lo) * d + i] - c;
+      let t = s + y;
+      c = (t - s) - y;
+      s = t;
+    }
+    out[ob + i] = s;
+  }
+}`,
+  );
+}
+
+export const SDDMM = struct("SddmmParams", {
+  nRows: "u32",
+  d: "u32",
+  rowOff: "u32",
+  lo: "u32",
+  hi: "u32",
+  aBase: "u32",
+  wBase: "u32",
+  cap: "u32",
+});
+
+/** out[e] += A[b] · W[idx_e − lo] for entries of the chunk's rows with lo ≤ idx_e < hi. */
+export function sddmmKernel(): KernelSource {
+  return src(
+    SDDMM,
+    [["rowPtr", "u32"], ["idx", "u32"], ["A", "f32"], ["Wm", "f32"], ["out", "f32"]],
+    ROW_SEG + `
+@compute @workgroup_size(64) fn main(${ENTRY}) {
+  let b = wgLin(wid, nwg);
+  if (b >= U.nRows) { return; }
+  let d = U.d; let gb = U.rowOff + b; let ao = U.aBase + b * d;
+  let e0 = min(rowPtr[gb], U.cap); let e1 = min(rowPtr[gb + 1u], U.cap);
+  let ea = lowerBound(e0, e1, U.lo);
+  let eb = lowerBound(ea, e1, U.hi);
+  for (var e = ea + li; e < eb; e = e + 64u) {
+    let wo = U.wBase + (idx[e] - U.lo) * d;
+    var s0 = 0.0; var s1 = 0.0;
+    var i = 0u;
+    for (; i + 1u < d; i = i + 2u) {
+      s0 += A[ao + i] * Wm[wo + i];
+      s1 += A[ao + i + 1u] * Wm[wo + i + 1u];
+    }
+    if (i < d) { s0 += A[ao + i] * Wm[wo + i]; }
+    out[e] += s0 + s1;
+  }
+}`,
+  );
+}
+
+export const SPMMT = struct("SpmmTParams", {
+  nLat: "u32",
+  d: "u32",
+  r0: "u32",
+  r1: "u32",
+  aBase: "u32",
+  outBase: "u32",
+  cpBase: "u32",
+  init: "bool",
+});
+
+/**
+ * out[j, i] = (init ? out[j, i] : 0) + Σ_{p ∈ column j, r0 ≤ row_p < r1} vals[entry_p] ·
+ * A[row_p − r0, i] for the latents of a segment. One workgroup per latent, invocations over i.
+ */
+export function spmmTKernel(): KernelSource {
+  return src(
+    SPMMT,
+    [["colPtr", "u32"], ["rowT", "u32"], ["entryT", "u32"], ["vals", "f32"], ["A", "f32"], ["out", "f32"]],
+    `
+@compute @workgroup_size(64) fn main(${ENTRY}) {
+  let jl = wgLin(wid, nwg);
+  if (jl >= U.nLat) { return; }
+  let d = U.d; let oo = U.outBase + jl * d;
+  let s0 = colPtr[U.cpBase + jl]; let s1 = colPtr[U.cpBase + jl + 1u];
+  for (var i = li; i < d; i = i + 64u) {
+    var s = 0.0;
+    if (U.init != 0u) { s = out[oo + i]; }
+    var c = 0.0;
+    for (var p = s0; p < s1; p = p + 1u) {
+      let b = rowT[p];
+      if (b < U.r0 || b >= U.r1) { continue; }
+      let y = vals[entryT[p]] * A[U.aBase + (b - U.r0) * d + i] - c;
+      let t = s + y;
+      c = (t - s) - y;
+      s = t;
+    }
+    out[oo + i] = s;
+  }
+}`,
+  );
+}
+
+export const ENTRIES = struct("EntriesParams", {
+  nRows: "u32",
+  cols: "u32",
+  rowOff: "u32",
+  denseBase: "u32",
+  cap: "u32",
+  scatter: "bool",
+});
+
+/**
+ * Gather (scatter = false): vals[e] = dense[b, idx_e]; scatter: dense[b, idx_e] += vals[e], for
+ * the entries of the chunk's rows. One workgroup per row, invocations over its entries (distinct
+ * columns, so the scatter needs no atomics).
+ */
+export function entriesKernel(): KernelSource {
+  return src(
+    ENTRIES,
+    [["rowPtr", "u32"], ["idx", "u32"], ["vals", "f32"], ["dense", "f32"]],
+    `
+@compute @workgroup_size(64) fn main(${ENTRY}) {
+  let b = wgLin(wid, nwg);
+  if (b >= U.nRows) { return; }
+  let gb = U.rowOff + b; let db = U.denseBase + b * U.cols;
+  let e1 = min(rowPtr[gb + 1u], U.cap);
+  for (var e = min(rowPtr[gb], U.cap) + li; e < e1; e = e + 64u) {
+    let o = db + idx[e];
+    if (U.scatter != 0u) { dense[o] = dense[o] + vals[e]; } else { vals[e] = dense[o]; }
+  }
 }`,
   );
 }
