@@ -38,6 +38,9 @@ export type {
 } from "./src/backend/types.ts";
 export { CpuBackend } from "./src/backend/cpu.ts";
 export { BlasBackend, openBlas } from "./src/backend/blas.ts";
+export type { GemmProvider } from "./src/backend/blas.ts";
+export { CpuMtBackend, gemmProvider } from "./src/backend/mt.ts";
+export type { CpuMtOptions, GemmChoice } from "./src/backend/mt.ts";
 export { BACKEND_NAMES, selectBackend } from "./src/backend/select.ts";
 export type { BackendName } from "./src/backend/select.ts";
 
@@ -78,8 +81,18 @@ export type { SaeOrigin } from "./src/train/checkpoint.ts";
 export * from "./src/grid/cases.ts";
 export { embeddedData, manifestData } from "./src/run/data.ts";
 export type { RunData, RunLayer } from "./src/run/data.ts";
+export { dataHashes, verifyRunData } from "./src/run/data.ts";
 export { measureLayer, runCase, runPipeline } from "./src/run/pipeline.ts";
 export type { PipelineOptions } from "./src/run/pipeline.ts";
+export { cliLayer, configHash, parseSeeds, resolveConfig, trainInput } from "./src/run/config.ts";
+export type { MonobenchConfig, ResolvedConfig, RunTrain } from "./src/run/config.ts";
+export { caseProvenance, diffProvenance, softwareInfo } from "./src/run/provenance.ts";
+export type { RunProvenance } from "./src/run/provenance.ts";
+export type { Provenance } from "./src/types.ts";
+export { acquireRunLock } from "./src/run/lock.ts";
+export { openRunDir } from "./src/run/rundir.ts";
+export { checkSchema, REPORT_SCHEMA, RESULT_SCHEMA } from "./src/run/schemas.ts";
+export { buildReport } from "./src/report/build.ts";
 export { loadFixtures } from "./src/report/fixtures.ts";
 export { diffAgainstPaper } from "./src/report/diff.ts";
 export { checkClaims, PAPER_FIGURES, paperFigures } from "./src/report/claims.ts";
@@ -89,6 +102,13 @@ export type { CaseAggregate, DiffStat, MsAggregate, Stat } from "./src/report/st
 export { compareVariants, paretoFront } from "./src/report/compare.ts";
 export type { CompareOptions, Comparison, ComparisonRow, Verdict } from "./src/report/compare.ts";
 export { writeReport } from "./src/report/writers.ts";
-export { compareWithBaseline, formatBaselineSummary, loadBaseline } from "./src/report/baseline.ts";
+export {
+  baselineFailed,
+  checkBaselineConfig,
+  checkBaselineData,
+  compareWithBaseline,
+  formatBaselineSummary,
+  loadBaseline,
+} from "./src/report/baseline.ts";
 export { Progress } from "./src/report/progress.ts";
 export type { Claim, DiffResult, DiffRow, Report, RunInfo, Tolerances } from "./src/report/types.ts";

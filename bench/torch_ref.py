@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for the speed comparison in bench/torch_vs_monobench_bench.ts.
 
-Trains a BatchTopK SAE the way the paper's training code does (paper.md §1; dense PyTorch ops
+Trains a BatchTopK SAE the way the paper's training code does (dense PyTorch ops
 as in dictionary_learning's BatchTopKTrainer) for a fixed number of steps on a raw float32 file
 and prints one JSON line with the timings. One update is:
 
@@ -22,8 +22,8 @@ Every step ends with loss.item() (the reference's update() returns it), so the t
 includes all of its work. Step 0 (geometric median, first allocations) should be a warm-up
 step: only the steps after --warmup are timed.
 
-Written for this project from the algorithm description in /work/shared/paper.md §1; no code
-copied from the reference implementation.
+Written for this project from the algorithm description (the reference trainer); no
+code copied from the reference implementation.
 
 Usage: torch_ref.py DATA.f32 N D [--expansion E] [--k K] [--batch B] [--steps S] [--warmup W]
          [--threshold-start T] [--dead-after TOKENS] [--lr-warmup STEPS] [--threads N] [--seed S]

@@ -40,7 +40,10 @@ Deno.test("progress: plain mode prints periodic lines, no control codes", () => 
   );
   ok(periodic[0].includes("total ETA"), periodic[0]);
   ok(lines.includes("case 1/2 batchtopk-last-x1-k20: eval 0/4"));
-  ok(lines.some((l) => /^case 1\/2 batchtopk-last-x1-k20 done in 0:0\d: R² 70\.1$/.test(l)), text);
+  ok(
+    lines.some((l) => /^case 1\/2 batchtopk-last-x1-k20 done in 0:0\d: R² 70\.1 \| total ETA 0:0\d$/.test(l)),
+    text,
+  );
   ok(lines.includes("a message"));
   ok(lines.some((l) => l.startsWith("case 2/2 matryoshka-last-x1-k20 step 10/10 100%")));
   equal(lines[lines.length - 1], "finished 2 case(s) in 0:08");
@@ -84,4 +87,36 @@ Deno.test("progress: NO_COLOR / CI select plain mode; durations", () => {
   equal(formatDuration(75), "1:15");
   equal(formatDuration(3725), "1:02:05");
   equal(formatDuration(NaN), "?");
+});
+
+Deno.test("progress: the run ETA rescales cost weights by the time spent inside cases", () => {
+  const out: string[] = [];
+  const clock = fakeClock();
+  const p = new Progress({ write: (s) => out.push(s), tty: false, now: clock.now, plainIntervalMs: 1e9 });
+  // Weights in estimated seconds: a cheap first case, then two that cost 10× and 30× as much.
+  p.start(3, [1, 10, 30]);
+  clock.advance(60_000); // time before the first case (data preparation) must not count
+  p.beginCase(1, "a", 10);
+  clock.advance(1800);
+  p.step(10);
+  p.setPhase("eval", 1);
+  clock.advance(200);
+  p.step(1);
+  p.endCase("ok");
+  // 2 s for weight 1 → 2 s per unit → 40 units left = 80 s.
+  ok(out.some((l) => l.startsWith("case 1/3 a done in 0:02: ok | total ETA 1:20")), out.join(""));
+  p.beginCase(2, "b", 100);
+  clock.advance(9000);
+  p.step(50); // half of training = 45 % of the case: 4.5 units in 9 s; 2 s/unit overall
+  const eta = p.runEta();
+  ok(Math.abs(eta - (41 - 5.5) * (11 / 5.5)) < 1e-6, `eta ${eta}`);
+  // Without weights every case counts the same; no ETA before any progress.
+  const q = new Progress({ write: () => {}, tty: false, now: clock.now });
+  q.start(4);
+  ok(Number.isNaN(q.runEta()));
+  q.beginCase(1, "x", 10);
+  clock.advance(1000);
+  q.step(10);
+  q.endCase();
+  equal(Math.round(q.runEta()), 3);
 });

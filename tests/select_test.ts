@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { isSoftwareAdapter, selectBackend } from "../src/backend/select.ts";
 import { BlasBackend, openBlas } from "../src/backend/blas.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { CpuMtBackend } from "../src/backend/mt.ts";
 import { WebGpuBackend } from "../src/backend/webgpu/backend.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 
@@ -25,14 +26,31 @@ Deno.test("select: cpu", async () => {
   assert.equal(b.name, "cpu");
 });
 
-Deno.test("select: auto falls back to the CPU with a one-line notice", async () => {
+Deno.test("select: without a GPU, auto takes the multi-threaded CPU backend with a one-line notice", async () => {
   for (const gpu of [noAdapterGpu, brokenGpu]) {
     const lines: string[] = [];
-    const b = await selectBackend("auto", { gpu, notice: (l) => lines.push(l) });
-    assert.ok(b instanceof CpuBackend);
-    assert.equal(lines.length, 1);
-    assert.ok(!lines[0].includes("\n"));
-    assert.match(lines[0], /CPU backend/);
+    const b = await selectBackend("auto", { gpu, notice: (l) => lines.push(l), allowBlas: false });
+    try {
+      assert.ok(b instanceof CpuMtBackend);
+      assert.equal(b.name, "cpu-mt");
+      assert.equal(lines.length, 1);
+      assert.ok(!lines[0].includes("\n"));
+      assert.match(lines[0], /no GPU: WebGPU unavailable/);
+      // The line names the CPU path: threads and GEMM library.
+      assert.match(lines[0], /cpu-mt backend: CPU, \d+ threads, GEMM: (MLAS|TypeScript)/);
+    } finally {
+      b.destroy();
+    }
+  }
+});
+
+Deno.test("select: cpu-mt by name, with a thread count", async () => {
+  const b = await selectBackend("cpu-mt", { threads: 3, allowBlas: false });
+  try {
+    assert.ok(b instanceof CpuMtBackend);
+    assert.equal(b.threads, 3);
+  } finally {
+    b.destroy();
   }
 });
 
@@ -54,21 +72,33 @@ Deno.test("select: bad names and options", async () => {
 });
 
 Deno.test({
-  name: "select: auto and webgpu give the WebGPU backend when an adapter exists",
+  name: "select: webgpu gives the WebGPU backend when an adapter exists; auto only on a hardware one",
   ignore: !HAS_GPU,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    for (const name of ["auto", "webgpu"] as const) {
-      const lines: string[] = [];
-      const b = await selectBackend(name, { notice: (l) => lines.push(l), allowBlas: false });
-      assert.ok(b instanceof WebGpuBackend);
-      assert.equal(b.name, "webgpu");
-      assert.match(b.description, /WebGPU/);
-      assert.equal(lines.length, 0);
-      const t = b.tensor(new Float32Array([1, 2]), [2]);
-      assert.deepEqual(await b.read(t), new Float32Array([1, 2]));
-      b.destroy();
+    const g = await selectBackend("webgpu");
+    assert.ok(g instanceof WebGpuBackend);
+    assert.equal(g.name, "webgpu");
+    assert.match(g.description, /WebGPU/);
+    const t = g.tensor(new Float32Array([1, 2]), [2]);
+    assert.deepEqual(await g.read(t), new Float32Array([1, 2]));
+    const software = g.software;
+    g.destroy();
+    const lines: string[] = [];
+    const a = await selectBackend("auto", { notice: (l) => lines.push(l), allowBlas: false });
+    try {
+      if (software) {
+        // Never real work on a software adapter (llvmpipe, lavapipe, SwiftShader, WARP, fallback).
+        assert.ok(a instanceof CpuMtBackend);
+        assert.equal(lines.length, 1);
+        assert.match(lines[0], /software adapter/);
+      } else {
+        assert.ok(a instanceof WebGpuBackend);
+        assert.equal(lines.length, 0);
+      }
+    } finally {
+      a.destroy();
     }
   },
 });
@@ -82,7 +112,7 @@ Deno.test("select: software adapters are recognised", () => {
 });
 
 Deno.test({
-  name: "select: blas, and auto prefers OpenBLAS over a software adapter or a missing GPU",
+  name: "select: blas, and auto's CPU path uses OpenBLAS when it loads",
   ignore: openBlas() === null,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -91,8 +121,10 @@ Deno.test({
     assert.ok(b instanceof BlasBackend);
     const lines: string[] = [];
     const a = await selectBackend("auto", { gpu: noAdapterGpu, notice: (l) => lines.push(l) });
-    assert.ok(a instanceof BlasBackend);
-    assert.match(lines[0], /OpenBLAS/);
+    assert.ok(a instanceof CpuMtBackend);
+    assert.equal(a.gemmKind, "openblas");
+    assert.match(lines[0], /GEMM: OpenBLAS/);
+    a.destroy();
     if (HAS_GPU) {
       const probe = await selectBackend("webgpu");
       assert.ok(probe instanceof WebGpuBackend);
@@ -100,7 +132,7 @@ Deno.test({
       assert.equal(software, isSoftwareAdapter(probe.description));
       probe.destroy();
       const c = await selectBackend("auto", { notice: () => {} });
-      assert.equal(c.name, software ? "blas" : "webgpu");
+      assert.equal(c.name, software ? "cpu-mt" : "webgpu");
       c.destroy();
     }
   },

@@ -1,8 +1,10 @@
 /**
- * CPU backend with the dense encoder matmul done by the system's OpenBLAS through Deno FFI
- * (`cblas_sgemm`). Every other op is the TypeScript reference ({@link CpuBackend}), so this
- * backend trains the same model as the oracle — only faster, since the dense encoder is the one
- * O(B·d·ω) op of a sparse SAE step; everything after the top-K selection costs O(nnz·d).
+ * CPU backend with the dense encoder matmul done by a GEMM library: the system's OpenBLAS
+ * through Deno FFI (`cblas_sgemm`) by default, or any {@link GemmProvider} (the multi-threaded
+ * backend in `mt.ts` passes onnxruntime's MLAS when OpenBLAS is absent). Every other op is the
+ * TypeScript reference ({@link CpuBackend}), so this backend trains the same model as the oracle —
+ * only faster, since the dense encoder is the one O(B·d·ω) op of a sparse SAE step; everything
+ * after the top-K selection costs O(nnz·d).
  *
  * Needs `--allow-ffi` and an OpenBLAS shared library (Debian: `libopenblas0-pthread`). The
  * library is looked up by name; `MONOBENCH_BLAS` may name a path. Reference BLAS (no
@@ -37,6 +39,7 @@ const SYMBOLS = {
   },
   openblas_get_corename: { parameters: [], result: "pointer" },
   openblas_get_num_threads: { parameters: [], result: "i32" },
+  openblas_set_num_threads: { parameters: ["i32"], result: "void" },
 } as const;
 
 type BlasLib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -75,6 +78,69 @@ export function openBlas(): { lib: BlasLib; core: string; threads: number } | nu
   return null;
 }
 
+/** A dense float32 GEMM with cblas_sgemm semantics (row-major, leading dimensions as stored). */
+export interface GemmProvider {
+  /** "openblas", "mlas" or "ts". */
+  readonly kind: string;
+  /** Human-readable description, e.g. "OpenBLAS 0.3.21 (Cooperlake, 2 threads)". */
+  readonly description: string;
+  /** C[M, N] = op(A) · op(B) + beta · C. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void;
+  /** Optional fused encoder pre = ReLU((x − bdec) · Wencᵀ + benc); false = not handled. */
+  encode?(
+    x: Float32Array,
+    W: Float32Array,
+    benc: Float32Array,
+    bdec: Float32Array,
+    pre: Float32Array,
+  ): boolean;
+}
+
+/** OpenBLAS as a {@link GemmProvider}; `threads` pins its thread count. Null when unavailable. */
+export function openBlasGemm(threads?: number): GemmProvider | null {
+  const b = openBlas();
+  if (!b) return null;
+  if (threads !== undefined) b.lib.symbols.openblas_set_num_threads(threads);
+  const n = b.lib.symbols.openblas_get_num_threads();
+  const sym = b.lib.symbols;
+  return {
+    kind: "openblas",
+    description: `OpenBLAS (${b.core}, ${n} threads)`,
+    sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc) {
+      if (M === 0 || N === 0) return;
+      sym.cblas_sgemm(
+        CBLAS_ROW_MAJOR,
+        transA ? CBLAS_TRANS : CBLAS_NO_TRANS,
+        transB ? CBLAS_TRANS : CBLAS_NO_TRANS,
+        M,
+        N,
+        K,
+        1,
+        A,
+        lda,
+        B,
+        ldb,
+        beta,
+        C,
+        ldc,
+      );
+    },
+  };
+}
+
 /**
  * Sparse codes restricted to the latents they use: `cols` (ascending latent ids), `pos[e]` the
  * dense column of entry e, and the entry → row map. Rebuilt by each op that uses it: O(nnz + ω),
@@ -101,22 +167,42 @@ interface Active {
 const DENSE_MIN_DENSITY = 1 / 24;
 
 export class BlasBackend extends CpuBackend {
-  override readonly name = "blas";
+  override readonly name: string = "blas";
   override readonly description: string;
-  private readonly lib: BlasLib;
+  protected readonly provider: GemmProvider;
 
-  /** Throws when OpenBLAS cannot be loaded; see {@link openBlas}. */
-  constructor() {
+  /** Throws when OpenBLAS cannot be loaded and no provider is given; see {@link openBlas}. */
+  constructor(provider?: GemmProvider) {
     super();
-    const b = openBlas();
-    if (!b) throw new Error("OpenBLAS is not available (needs --allow-ffi and libopenblas)");
-    this.lib = b.lib;
-    this.description = `CPU + OpenBLAS (${b.core}, ${b.threads} threads) via FFI`;
+    const p = provider ?? openBlasGemm();
+    if (!p) throw new Error("OpenBLAS is not available (needs --allow-ffi and libopenblas)");
+    this.provider = p;
+    this.description = `CPU + ${p.description} via FFI`;
   }
 
   /** The BLAS backend if OpenBLAS loads, else null. */
   static tryCreate(): BlasBackend | null {
     return openBlas() ? new BlasBackend() : null;
+  }
+
+  /** xc[B, d] = x − bdec (a hook: the multi-threaded backend splits it over threads). */
+  protected center(X: Float32Array, bd: Float32Array, xc: Float32Array): void {
+    const d = bd.length, B = X.length / d;
+    for (let b = 0; b < B; b++) for (let i = 0; i < d; i++) xc[b * d + i] = X[b * d + i] - bd[i];
+  }
+
+  /** Rows of P = benc, before the GEMM accumulates into them. */
+  protected broadcastRows(P: Float32Array, be: Float32Array): void {
+    for (let b = 0; b < P.length / be.length; b++) P.set(be, b * be.length);
+  }
+
+  protected reluInPlace(P: Float32Array): void {
+    for (let i = 0; i < P.length; i++) if (!(P[i] > 0)) P[i] = 0;
+  }
+
+  /** Scratch for the centred inputs (the multi-threaded backend keeps it in shared memory). */
+  protected centredScratch(n: number): Float32Array {
+    return this.buf("xc", n);
   }
 
   override encode(x: Tensor, Wenc: Tensor, benc: Tensor, bdec: Tensor, pre: Tensor): void {
@@ -126,21 +212,20 @@ export class BlasBackend extends CpuBackend {
       throw new Error("encode: shape mismatch");
     }
     if (B === 0 || w === 0) return;
-    const xc = new Float32Array(X.length);
-    for (let b = 0; b < B; b++) for (let i = 0; i < d; i++) xc[b * d + i] = X[b * d + i] - bd[i];
+    if (this.provider.encode?.(X, W, be, bd, P)) return;
+    const xc = this.centredScratch(X.length);
+    this.center(X, bd, xc);
     // pre = benc (broadcast), then pre += xc · Wencᵀ, then ReLU. Row blocks keep i32 sizes safe.
-    for (let b = 0; b < B; b++) P.set(be, b * w);
+    this.broadcastRows(P, be);
     const rowsPerCall = Math.max(1, Math.floor(2 ** 30 / Math.max(w, d)));
     for (let r0 = 0; r0 < B; r0 += rowsPerCall) {
       const rows = Math.min(rowsPerCall, B - r0);
-      this.lib.symbols.cblas_sgemm(
-        CBLAS_ROW_MAJOR,
-        CBLAS_NO_TRANS,
-        CBLAS_TRANS,
+      this.provider.sgemm(
+        false,
+        true,
         rows,
         w,
         d,
-        1,
         xc.subarray(r0 * d, (r0 + rows) * d),
         d,
         W,
@@ -150,13 +235,13 @@ export class BlasBackend extends CpuBackend {
         w,
       );
     }
-    for (let i = 0; i < P.length; i++) if (!(P[i] > 0)) P[i] = 0;
+    this.reluInPlace(P);
   }
 
   // ---- dense-block paths for dense-enough sparse codes ----------------------------------------
   private blasScratch = new Map<string, Float32Array>();
 
-  private buf(name: string, n: number): Float32Array {
+  protected buf(name: string, n: number): Float32Array {
     let b = this.blasScratch.get(name);
     if (!b || b.length < n) {
       b = new Float32Array(Math.max(n, Math.ceil((b?.length ?? 0) * 1.5)));
@@ -166,7 +251,8 @@ export class BlasBackend extends CpuBackend {
   }
 
   /** Active latents of `codes` when dense enough for BLAS, else null (use the sparse reference). */
-  private active(codes: Codes, groups: number[]): Active | null {
+  protected active(codes: Codes, groups: number[]): Active | null {
+    if (this.provider.kind === "ts") return null;
     const rp = u32(codes.rowPtr), idx = u32(codes.idx);
     const rows = codes.rows, nnz = rp[rows];
     if (nnz < 4096) return null;
@@ -196,7 +282,7 @@ export class BlasBackend extends CpuBackend {
   }
 
   /** C[M, N] (+)= op(A) · op(B), row-major, with leading dimensions as stored. */
-  private gemm(
+  protected gemm(
     transA: boolean,
     transB: boolean,
     M: number,
@@ -210,23 +296,7 @@ export class BlasBackend extends CpuBackend {
     C: Float32Array,
     ldc: number,
   ): void {
-    if (M === 0 || N === 0) return;
-    this.lib.symbols.cblas_sgemm(
-      CBLAS_ROW_MAJOR,
-      transA ? CBLAS_TRANS : CBLAS_NO_TRANS,
-      transB ? CBLAS_TRANS : CBLAS_NO_TRANS,
-      M,
-      N,
-      K,
-      1,
-      A,
-      lda,
-      B,
-      ldb,
-      beta,
-      C,
-      ldc,
-    );
+    this.provider.sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
   }
 
   /** Rows `cols[lo..hi)` of W [ω, d] packed into a scratch [hi−lo, d]. */

@@ -1,39 +1,53 @@
 /**
  * Backend selection for the CLI and the trainer.
  *
- * - "cpu": the TypeScript reference backend.
- * - "webgpu": Deno's built-in WebGPU (`navigator.gpu`, wgpu; Vulkan lavapipe / llvmpipe on a
- *   machine without a GPU). Throws MonobenchError when no adapter/device is available.
+ * - "cpu": the TypeScript reference backend (single-threaded; the oracle every backend is
+ *   tested against).
+ * - "cpu-mt": the multi-threaded CPU backend (src/backend/mt.ts): the encoder GEMM on OpenBLAS
+ *   when it loads, else on onnxruntime's MLAS (shipped in the onnxruntime-node npm package the
+ *   project already installs), else TypeScript; the rest of the step on every core.
+ * - "webgpu": Deno's built-in WebGPU (`navigator.gpu`, wgpu). Throws MonobenchError when no
+ *   adapter/device is available.
  * - "dawn": Dawn through `npm:webgpu` on Mesa OpenGL (EGL surfaceless, compatibility adapter).
  *   Opt-in only: Dawn is known to crash (SIGSEGV/SIGABRT) or hang inside Deno after a few
  *   thousand queue submissions, so long training runs should use "webgpu". Throws
  *   MonobenchError when Dawn cannot be loaded or gives no adapter.
- * - "blas": the CPU backend with the dense encoder (and dense-enough sparse blocks) on OpenBLAS
- *   through FFI (src/backend/blas.ts). Throws MonobenchError when OpenBLAS cannot be loaded.
- * - "auto": built-in WebGPU on a hardware adapter. On a software adapter (Mesa llvmpipe /
- *   lavapipe, SwiftShader — the same CPU cores running WGSL at ~20 GFLOP/s) the OpenBLAS
- *   backend is several times faster, so auto takes it when available, with a one-line notice.
- *   Without WebGPU: OpenBLAS if available, else the CPU reference, with a one-line notice.
- *   Never throws for a missing GPU.
+ * - "blas": the CPU reference with the dense encoder (and dense-enough sparse blocks) on OpenBLAS
+ *   through FFI (src/backend/blas.ts), the rest single-threaded. Throws MonobenchError when
+ *   OpenBLAS cannot be loaded.
+ * - "auto": built-in WebGPU on a hardware adapter. Never a software adapter (Mesa llvmpipe /
+ *   lavapipe, SwiftShader, WARP, a fallback adapter: the same CPU cores running WGSL, far slower
+ *   than the CPU backends), and never a missing GPU: then "cpu-mt", with one notice line naming
+ *   the CPU path. Never throws for a missing GPU.
  */
 import type { Backend } from "./types.ts";
 import { CpuBackend } from "./cpu.ts";
 import { MonobenchError } from "../util/errors.ts";
 import { BlasBackend } from "./blas.ts";
+import { CpuMtBackend } from "./mt.ts";
 import { createWebGpuBackend, type WebGpuOptions } from "./webgpu/backend.ts";
 
-export type BackendName = "auto" | "webgpu" | "blas" | "dawn" | "cpu";
+export type BackendName = "auto" | "webgpu" | "cpu-mt" | "blas" | "dawn" | "cpu";
 
-export const BACKEND_NAMES: readonly BackendName[] = ["auto", "webgpu", "blas", "dawn", "cpu"];
+export const BACKEND_NAMES: readonly BackendName[] = ["auto", "webgpu", "cpu-mt", "blas", "dawn", "cpu"];
 
 export interface SelectOptions extends WebGpuOptions {
   /** Where the "auto" fallback notice goes (default: console.error). */
   notice?: (line: string) => void;
-  /** "auto" may use the OpenBLAS backend (default true); false = WebGPU or the plain CPU only. */
+  /** "auto"/"cpu-mt" may use OpenBLAS (default true); false = MLAS or TypeScript GEMMs only. */
   allowBlas?: boolean;
+  /** Threads of the cpu-mt backend (default MONOBENCH_THREADS, else the logical CPU count). */
+  threads?: number;
 }
 
 export { isSoftwareAdapter } from "./webgpu/device.ts";
+
+async function cpuMt(opts: SelectOptions): Promise<CpuMtBackend> {
+  return await CpuMtBackend.create({
+    threads: opts.threads,
+    gemm: opts.allowBlas === false ? "mlas-or-ts" : "auto",
+  });
+}
 
 export async function selectBackend(name: BackendName, opts: SelectOptions = {}): Promise<Backend> {
   const mb = opts.maxBindingBytes;
@@ -43,6 +57,8 @@ export async function selectBackend(name: BackendName, opts: SelectOptions = {})
   switch (name) {
     case "cpu":
       return new CpuBackend();
+    case "cpu-mt":
+      return await cpuMt(opts);
     case "webgpu":
     case "dawn":
       try {
@@ -66,28 +82,18 @@ export async function selectBackend(name: BackendName, opts: SelectOptions = {})
     }
     case "auto": {
       const notice = opts.notice ?? ((l: string) => console.error(l));
-      const blas = () => (opts.allowBlas === false ? null : BlasBackend.tryCreate());
-      let gpu;
+      let gpu, why: string;
       try {
         gpu = await createWebGpuBackend("webgpu", opts);
+        if (!gpu.software) return gpu;
+        why = `WebGPU has only a software adapter here (${gpu.description})`;
+        gpu.destroy();
       } catch (e) {
-        const why = (e instanceof Error ? e.message : String(e)).split("\n")[0];
-        const b = blas();
-        notice(`monobench: WebGPU unavailable (${why}); using the CPU backend${b ? " with OpenBLAS" : ""}`);
-        return b ?? new CpuBackend();
+        why = `WebGPU unavailable (${(e instanceof Error ? e.message : String(e)).split("\n")[0]})`;
       }
-      if (gpu.software) {
-        const b = blas();
-        if (b) {
-          gpu.destroy();
-          notice(
-            "monobench: WebGPU runs on a software adapter here; using the CPU backend with OpenBLAS, " +
-              "which is faster (--backend webgpu forces WebGPU)",
-          );
-          return b;
-        }
-      }
-      return gpu;
+      const b = await cpuMt(opts);
+      notice(`monobench: no GPU: ${why}; using the cpu-mt backend: ${b.description}`);
+      return b;
     }
     default:
       throw new MonobenchError(

@@ -286,13 +286,88 @@ export function addSaes(
 
 // ---- cost model ---------------------------------------------------------------------------------
 
+/**
+ * Speeds of a backend on a machine, for {@link estimateCaseSeconds}. Only the ratios between the
+ * terms matter for a progress ETA (it rescales by the time the finished cases took); absolute
+ * values matter for a time budget.
+ */
+export interface MachineProfile {
+  /** Dense GEMM throughput (encoder, evaluation encode), GFLOP/s. */
+  gemmGflops: number;
+  /** Per-weight work of a step (Adam, projection, renormalisation, gradient fills), 1e9 weights/s. */
+  weightRate: number;
+  /** Per-activation work of a step (ReLU, batch top-K selection, gather), 1e9 values/s. */
+  activationRate: number;
+  /** Sparse decoder work (decode, its gradients: ~8 flop per active entry and input dim), GFLOP/s. */
+  sparseGflops: number;
+  /** Fixed seconds per training step (batch gather, dispatch, small ops). */
+  stepSeconds: number;
+  /** Fixed seconds per case (model set-up, checkpoints, evaluation set-up). */
+  caseSeconds: number;
+  /** Evaluation seconds per (evaluation sample × latent): thresholded encode, MS, R². */
+  evalSecondsPerCell: number;
+}
+
+/**
+ * Profiles of the built-in backends on a 2-core x86 machine ("cpu-mt" with MLAS). "blas" and
+ * "cpu" are cpu-mt's with single-threaded non-GEMM work (and a TypeScript GEMM for "cpu"); a
+ * GPU's speed varies far more, so its profile only orders the cases sensibly.
+ */
+export const MACHINE_PROFILES: Readonly<Record<string, Readonly<MachineProfile>>> = Object.freeze({
+  // Fitted to the 53 case times of one `deno task reproduce` run (log-space least squares), then
+  // scaled by 1/2.5: that run shared its 2 cores with other work (load 6–9).
+  "cpu-mt": {
+    gemmGflops: 51,
+    weightRate: 0.045,
+    activationRate: 0.053,
+    sparseGflops: 17,
+    stepSeconds: 0.0016,
+    caseSeconds: 0.4,
+    evalSecondsPerCell: 5.1e-7,
+  },
+  blas: {
+    gemmGflops: 51,
+    weightRate: 0.023,
+    activationRate: 0.027,
+    sparseGflops: 8,
+    stepSeconds: 0.0016,
+    caseSeconds: 0.4,
+    evalSecondsPerCell: 5.1e-7,
+  },
+  cpu: {
+    gemmGflops: 3.5,
+    weightRate: 0.023,
+    activationRate: 0.027,
+    sparseGflops: 8,
+    stepSeconds: 0.0016,
+    caseSeconds: 0.4,
+    evalSecondsPerCell: 6e-7,
+  },
+  webgpu: {
+    gemmGflops: 20,
+    weightRate: 0.05,
+    activationRate: 0.1,
+    sparseGflops: 10,
+    stepSeconds: 0.01,
+    caseSeconds: 1,
+    evalSecondsPerCell: 5.1e-7,
+  },
+});
+
+/** The profile of a backend by name (unknown names get the cpu-mt profile). */
+export function machineProfile(backend: string): MachineProfile {
+  return { ...(MACHINE_PROFILES[backend] ?? MACHINE_PROFILES["cpu-mt"]) };
+}
+
 export interface CostAssumptions {
   /** Input dimension per paper layer (default: 1280 everywhere, a conservative bound for the embedded default). */
   dims?: Partial<Record<PaperLayer, number>>;
-  /** Effective throughput in GFLOP/s (default 10: register-blocked WGSL kernels on llvmpipe reach 15–30). */
+  /** Dense GEMM throughput in GFLOP/s; overrides the profile's (default: the profile's). */
   gflops?: number;
   /** Evaluation samples (encode + MS), default the preset's nEval or 2000. */
   nEval?: number;
+  /** Machine/backend speeds (default: {@link MACHINE_PROFILES} "cpu-mt"). */
+  profile?: MachineProfile;
 }
 
 /**
@@ -308,13 +383,38 @@ export function estimateCaseFlops(c: BenchCase, d: number, hyper: TrainHyper, nE
   return train + sparse + 2 * nEval * d * w;
 }
 
-/** Estimated seconds for a preset's cases under the cost model ({@link estimateCaseFlops}). */
+/**
+ * Estimated seconds to train and evaluate a case with a backend's {@link MachineProfile}: per
+ * step the encoder GEMM, the per-weight work (2·ω·d weights), the per-activation work (B·ω) and
+ * the sparse decoder (B·K·d entries × 8 flop), plus a fixed cost per step; per case a fixed cost
+ * and the evaluation (nEval·ω cells plus its encode GEMM). A pure function of its arguments.
+ */
+export function estimateCaseSeconds(
+  c: BenchCase,
+  d: number,
+  hyper: TrainHyper,
+  nEval: number,
+  profile: MachineProfile,
+): number {
+  const w = c.expansion * d, B = hyper.batchSize;
+  const step = (2 * B * d * w) / (profile.gemmGflops * 1e9) +
+    (2 * w * d) / (profile.weightRate * 1e9) +
+    (B * w) / (profile.activationRate * 1e9) +
+    (8 * B * c.k * d) / (profile.sparseGflops * 1e9) +
+    profile.stepSeconds;
+  const evaluation = (2 * nEval * d * w) / (profile.gemmGflops * 1e9) +
+    nEval * w * profile.evalSecondsPerCell;
+  return hyper.steps * step + profile.caseSeconds + evaluation;
+}
+
+/** Estimated seconds for a preset's cases under the cost model ({@link estimateCaseSeconds}). */
 export function estimatePresetSeconds(p: Preset, a: CostAssumptions = {}): number {
-  const gflops = a.gflops ?? 10;
+  const profile = { ...(a.profile ?? MACHINE_PROFILES["cpu-mt"]) };
+  if (a.gflops !== undefined) profile.gemmGflops = a.gflops;
   const nEval = a.nEval ?? p.data.nEval ?? 2000;
-  let flops = 0;
-  for (const c of p.cases) flops += estimateCaseFlops(c, a.dims?.[c.layer] ?? 1280, p.hyper, nEval);
-  return flops / (gflops * 1e9);
+  let s = 0;
+  for (const c of p.cases) s += estimateCaseSeconds(c, a.dims?.[c.layer] ?? 1280, p.hyper, nEval, profile);
+  return s;
 }
 
 // ---- grid filter ----------------------------------------------------------------------------------

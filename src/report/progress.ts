@@ -2,6 +2,11 @@
  * Progress on stderr (never stdout): on a terminal a single line redrawn with `\r` showing
  * "case i/n" and "step s/S" with a bar, rate and ETAs; otherwise (not a TTY, NO_COLOR or CI set)
  * plain lines printed at most every `plainIntervalMs` plus one at the start and end of each case.
+ *
+ * The run's ETA comes from per-case cost weights (e.g. the estimated seconds of
+ * `estimateCaseSeconds` in src/grid/cases.ts) rescaled on the fly: seconds spent inside cases so
+ * far per unit of weight done. Time outside cases (data preparation, raw-neuron MS) does not
+ * skew it. Each finished case's line ends with the run's ETA while cases remain.
  */
 
 export interface ProgressOptions {
@@ -73,6 +78,8 @@ export class Progress {
   private caseStart = 0;
   private phaseStart = 0;
   private doneWeight = 0;
+  private doneSeconds = 0;
+  private firstPhase = true;
   private lastDraw = -Infinity;
   private lineShown = false;
 
@@ -85,12 +92,18 @@ export class Progress {
     this.barWidth = opts.barWidth ?? 24;
   }
 
-  /** Start a run of `totalCases` cases; optional relative cost weights improve the overall ETA. */
+  /**
+   * Start a run of `totalCases` cases; optional relative cost weights (one per case, e.g.
+   * estimated seconds) make the overall ETA right from the first case on.
+   */
   start(totalCases: number, weights?: number[]): void {
     this.totalCases = totalCases;
-    this.weights = weights && weights.length === totalCases ? weights.map((w) => Math.max(w, 0)) : [];
+    this.weights = weights && weights.length === totalCases && weights.every((w) => Number.isFinite(w))
+      ? weights.map((w) => Math.max(w, 0))
+      : [];
     this.runStart = this.now();
     this.doneWeight = 0;
+    this.doneSeconds = 0;
     this.caseIndex = 0;
   }
 
@@ -109,6 +122,7 @@ export class Progress {
     this.phase = phase;
     this.totalSteps = Math.max(0, totalSteps);
     this.stepsDone = 0;
+    this.firstPhase = true;
     this.caseStart = this.now();
     this.phaseStart = this.now();
     this.lastDraw = this.now();
@@ -119,6 +133,7 @@ export class Progress {
   /** Switch the current case to another phase (e.g. "eval") with its own step count. */
   setPhase(phase: string, totalSteps: number): void {
     this.phase = phase;
+    this.firstPhase = false;
     this.totalSteps = Math.max(0, totalSteps);
     this.stepsDone = 0;
     this.phaseStart = this.now();
@@ -141,14 +156,39 @@ export class Progress {
 
   /** Finish the current case, with an optional one-line summary. */
   endCase(summary = ""): void {
-    if (this.caseIndex > 0) this.doneWeight += this.weight(this.caseIndex);
     const secs = (this.now() - this.caseStart) / 1000;
-    const text = `${this.prefix()} ${this.caseLabel} done in ${formatDuration(secs)}${
+    if (this.caseIndex > 0) {
+      this.doneWeight += this.weight(this.caseIndex);
+      this.doneSeconds += secs;
+    }
+    const index = this.caseIndex;
+    this.caseIndex = 0;
+    const eta = index < this.totalCases ? this.runEta() : NaN;
+    const text = `${this.prefix(index)} ${this.caseLabel} done in ${formatDuration(secs)}${
       summary ? `: ${summary}` : ""
-    }`;
+    }${Number.isFinite(eta) ? ` | total ETA ${formatDuration(eta)}` : ""}`;
     this.clearLine();
     this.write(text + "\n");
-    this.caseIndex = 0;
+  }
+
+  /** Fraction of the current case done: training is most of a case, evaluation the rest. */
+  private caseFrac(): number {
+    const S = this.totalSteps, f = S > 0 ? this.stepsDone / S : 0;
+    return this.firstPhase ? 0.9 * f : 0.9 + 0.1 * f;
+  }
+
+  /**
+   * Seconds left in the run: the weight still to do times the seconds per unit of weight seen
+   * inside cases so far (NaN before any progress).
+   */
+  runEta(): number {
+    const tw = this.totalWeight();
+    const cur = this.caseIndex > 0 ? this.weight(this.caseIndex) : 0;
+    const frac = this.caseIndex > 0 ? this.caseFrac() : 0;
+    const doneW = this.doneWeight + cur * frac;
+    const doneS = this.doneSeconds + (this.caseIndex > 0 ? (this.now() - this.caseStart) / 1000 : 0);
+    if (!(doneW > 0) || !(tw > 0)) return NaN;
+    return Math.max(0, tw - doneW) * (doneS / doneW);
   }
 
   /** Print a message line without breaking the progress line. */
@@ -167,8 +207,8 @@ export class Progress {
     );
   }
 
-  private prefix(): string {
-    return `case ${this.caseIndex}/${this.totalCases}`;
+  private prefix(index = this.caseIndex): string {
+    return `case ${index}/${this.totalCases}`;
   }
 
   private clearLine(): void {
@@ -192,11 +232,9 @@ export class Progress {
     const pct = `${Math.floor(frac * 100)}%`;
     let text = `${this.prefix()} ${this.caseLabel}${bar} ${this.phase} ${s}/${S} ${pct}`;
     text += ` ${rate >= 10 ? rate.toFixed(0) : rate.toFixed(2)} ${this.phase}/s ETA ${formatDuration(eta)}`;
-    const tw = this.totalWeight();
-    if (tw > 0 && this.totalCases > 1) {
-      const runFrac = (this.doneWeight + (this.caseIndex > 0 ? this.weight(this.caseIndex) * frac : 0)) / tw;
-      const runElapsed = (t - this.runStart) / 1000;
-      if (runFrac > 0) text += ` | total ETA ${formatDuration(runElapsed * (1 - runFrac) / runFrac)}`;
+    if (this.totalCases > 1) {
+      const eta = this.runEta();
+      if (Number.isFinite(eta)) text += ` | total ETA ${formatDuration(eta)}`;
     }
     return text;
   }
