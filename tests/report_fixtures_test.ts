@@ -14,7 +14,7 @@ function cell(table: string, q: Partial<FixtureRow>): FixtureRow {
   return hits[0];
 }
 
-Deno.test("fixtures: every table of paper.md §3 with its row count", () => {
+Deno.test("fixtures: every published table with its row count", () => {
   const counts: Record<string, number> = {};
   for (const r of rows) counts[r.table] = (counts[r.table] ?? 0) + 1;
   const expected: Record<string, number> = {
@@ -47,7 +47,7 @@ Deno.test("fixtures: every table of paper.md §3 with its row count", () => {
   }
 });
 
-Deno.test("fixtures: spot checks against paper.md", () => {
+Deno.test("fixtures: spot checks against the published tables", () => {
   const clip = "clip-vit-l14-336";
   equal(cell("Table 1a", { sae: "batchtopk", layer: "23", expansion: 1 }).value, 0.73);
   equal(cell("Table 1a", { sae: "matryoshka", layer: "11", expansion: 16 }).value, 0.89);

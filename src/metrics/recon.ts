@@ -12,7 +12,7 @@
  *   with per-dimension variances over the batch rows (`t.var(·, dim=0)`, unbiased N−1 there;
  *   the N−1 cancels in the ratio, so population sums of squares are used here), then the
  *   unweighted mean of the FVE_b (`t.mean(t.tensor(fracs))`). This is the paper's R²
- *   (Tables A9/A11, inferred, see paper.md §1 "Validation metric"); `r2 = 100·fve_batchmean`.
+ *   (Tables A9/A11, inferred; docs/REFERENCE.md "Validation metric"); `r2 = 100·fve_batchmean`.
  *   As in torch, a batch of a single row has 0/0 variance ratio, so its FVE_b (and the mean)
  *   is NaN; avoid n ≡ 1 (mod batchSize). The reference computes it in float32 on inputs
  *   divided by the norm factor; FVE is scale invariant, so raw inputs with the saved (scaled)

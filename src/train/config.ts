@@ -1,4 +1,4 @@
-/** Training config: defaults (paper.md §1 / the public scripts) and validation. */
+/** Training config: defaults (docs/REFERENCE.md "Training step" / the public scripts) and validation. */
 import { check } from "../util/errors.ts";
 import { getSae } from "../sae/registry.ts";
 import { resolveSaeConfig, SAE_CONFIG_KEYS } from "../sae/config.ts";
