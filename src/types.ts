@@ -38,9 +38,35 @@ export interface MsSummary {
   curve: number[];
 }
 
-/** Everything measured for one benchmark case (one trained SAE). */
+/**
+ * Where a result comes from. A finished case is reused only when every field matches the
+ * current run (src/run/provenance.ts).
+ */
+export interface Provenance {
+  /** deno.json "version". */
+  monobench: string;
+  /** `git rev-parse HEAD` of the checkout, or "unknown". */
+  gitCommit: string;
+  /** sha256 of deno.lock, or "unknown". */
+  denoLock: string;
+  /** Deno version. */
+  deno: string;
+  /** Compute backend name and its device description. */
+  backend: string;
+  device: string;
+  /** sha256 of the result-relevant part of the run config (src/run/config.ts). */
+  configHash: string;
+  /** Content hashes of the activation stores read, by role (e.g. "train:last", "similarity:labels"). */
+  data: Record<string, string>;
+  /** Seed of init and data order. */
+  seed: number;
+}
+
+/** Everything measured for one benchmark case (one trained SAE, one seed). */
 export interface CaseResult {
   id: string;
+  /** Seed of this replicate (cases trained with `--seeds N` give one CaseResult per seed). */
+  seed: number;
   layer: PaperLayer;
   /** The embedded/user encoder's layer the paper layer is mapped to. */
   sourceLayer: string;
@@ -73,6 +99,8 @@ export interface CaseResult {
   deadTrain: number;
   /** Checkpoint directory (cfg.json + sae_weights.safetensors), relative to the run dir. */
   checkpoint: string;
+  /** Where the result comes from (always present in result.json and report.json). */
+  provenance?: Provenance;
 }
 
 /** Raw-neuron ("No SAE") measurements of one layer. */

@@ -1,27 +1,48 @@
 /**
- * `deno task reproduce`: train and measure the benchmark grid end to end, diff the results with
- * the paper's tables, check the paper's claims, write the report, and (with --baseline) compare
- * with a stored report for CI regression. Exit codes: 0 ok, 1 regression, 2 bad input/options,
+ * `deno task reproduce`: train and measure the benchmark grid end to end (every case once per
+ * seed), diff the results with the paper's tables, check the paper's claims, write the report,
+ * and (with --baseline) compare with a stored report for CI regression. Exit codes: 0 ok,
+ * 1 a change against the baseline, 2 bad input/options (one `monobench: …` line and a hint),
  * 3 unexpected error.
+ *
+ * Order of work: resolve and freeze the config; load user SAE modules and select the cases;
+ * read the fixtures, tolerances and baseline (refusing a baseline of another config); open the
+ * run directory (lock, run.json); prepare and verify the data; pick the backend; check every
+ * stored case's provenance; train and measure; build and write the report.
  */
-import { join, resolve } from "node:path";
-import { BACKEND_NAMES, type BackendName, selectBackend } from "../src/backend/select.ts";
-import { describeCases, PRESET_NAMES, scaledHyper, selectCases } from "../src/grid/cases.ts";
-import { compareWithBaseline, formatBaselineSummary, loadBaseline } from "../src/report/baseline.ts";
-import { checkClaims } from "../src/report/claims.ts";
-import { diffAgainstPaper, diffCounts, loadTolerances } from "../src/report/diff.ts";
+import { basename } from "node:path";
+import { selectBackend } from "../src/backend/select.ts";
+import { describeCases, selectCases } from "../src/grid/cases.ts";
+import {
+  baselineFailed,
+  checkBaselineConfig,
+  checkBaselineData,
+  compareWithBaseline,
+  formatBaselineSummary,
+  loadBaseline,
+} from "../src/report/baseline.ts";
+import { buildReport } from "../src/report/build.ts";
+import type { CompareOptions } from "../src/report/compare.ts";
+import { diffCounts, loadTolerances } from "../src/report/diff.ts";
 import { loadFixtures } from "../src/report/fixtures.ts";
 import { Progress } from "../src/report/progress.ts";
-import { type Report, REPORT_VERSION } from "../src/report/types.ts";
 import { writeReport } from "../src/report/writers.ts";
-import { atomicWrite } from "../src/report/atomic.ts";
 import { listSaes } from "../src/sae/registry.ts";
 import "../src/sae/mod.ts";
-import { embeddedData, manifestData, type RunData } from "../src/run/data.ts";
-import { runPipeline } from "../src/run/pipeline.ts";
-import { jsonText } from "../src/util/json.ts";
+import {
+  cliLayer,
+  CONFIG_CLI_OPTIONS,
+  CONFIG_HELP,
+  describeConfig,
+  resolveConfig,
+} from "../src/run/config.ts";
+import { dataHashes, embeddedData, manifestData, type RunData, verifyRunData } from "../src/run/data.ts";
+import { loadSaeModules } from "../src/run/modules.ts";
+import { checkRunnable, runPipeline } from "../src/run/pipeline.ts";
+import { type RunProvenance, softwareInfo } from "../src/run/provenance.ts";
+import { openRunDir } from "../src/run/rundir.ts";
 import type { CaseResult, LayerResult } from "../src/types.ts";
-import { check, MonobenchError } from "../src/util/errors.ts";
+import { MonobenchError } from "../src/util/errors.ts";
 import { parseOptions, runCli } from "../src/util/cli.ts";
 
 const HELP =
@@ -29,292 +50,213 @@ const HELP =
 
 Usage: deno task reproduce [options]
 
-Grid
-  --preset NAME       smoke | default | paper (default: default)
-  --grid EXPR         filter, e.g. "layers=last,22 eps=1,4 sae=matryoshka k=20" (also from=paper)
-  --sae NAMES         add registered SAE types (comma-separated) to the grid
-  --sae-module FILE   import a TypeScript module that registers user SAE variants (repeatable)
-Training
-  --backend NAME      auto | webgpu | blas | cpu | dawn (default: auto)
-  --steps N           override the preset's training steps (warmup etc. rescaled)
-  --batch N           override the preset's batch size
-  --lr RULE           code | paper | <number> (default: the preset's rule, "code")
-  --seed N            seed of init and data order (default 0)
-Data
-  --data SRC          embedded (default) or a data manifest JSON (see README)
-  --n-train N, --n-eval N   sizes for the embedded default (default: the preset's)
-  --cache DIR         cache for converted models and activation stores (default .cache)
-Output
-  --out DIR           run directory (default results/<preset>-<timestamp>); an existing run resumes
-  --primary NAME      our similarity source that stands for the paper's DINOv2 (default inceptionv3)
-  --tolerances FILE   JSON with per-metric tolerances for the paper diff
-  --baseline FILE     compare with a stored report.json; exit 1 on regression
-  --list              print the selected cases and exit
+${CONFIG_HELP}
+Report
+  --compare VARIANT   add the comparison view: VARIANT against each reference variant at equal
+                      layer, ε and K, with paired seed intervals and a verdict
+  --compare-with LIST reference variants (comma-separated; default: batchtopk, matryoshka)
+Actions
+  --list              print the selected cases and the resolved config (with where each value
+                      came from), then exit
   -h, --help          this help
 `;
 
-interface Cli {
-  preset: string;
-  grid: string;
-  sae: string[];
-  saeModules: string[];
-  backend: BackendName;
-  steps?: number;
-  batch?: number;
-  lr?: "code" | "paper" | number;
-  seed: number;
-  data: string;
-  nTrain?: number;
-  nEval?: number;
-  cache: string;
-  out?: string;
-  primary: string;
-  tolerances?: string;
-  baseline?: string;
-  list: boolean;
-}
-
-function int(v: string | undefined, name: string, min = 1): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  check(Number.isSafeInteger(n) && n >= min, `--${name} must be an integer ≥ ${min}, got "${v}"`);
-  return n;
-}
-
-export function parseCli(argv: string[]): Cli | null {
-  const parsed = parseOptions("reproduce", {
-    args: argv,
-    allowPositionals: false,
-    options: {
-      preset: { type: "string", default: "default" },
-      grid: { type: "string", default: "" },
-      sae: { type: "string", multiple: true, default: [] },
-      "sae-module": { type: "string", multiple: true, default: [] },
-      backend: { type: "string", default: "auto" },
-      steps: { type: "string" },
-      batch: { type: "string" },
-      lr: { type: "string" },
-      seed: { type: "string", default: "0" },
-      data: { type: "string", default: "embedded" },
-      "n-train": { type: "string" },
-      "n-eval": { type: "string" },
-      cache: { type: "string", default: ".cache" },
-      out: { type: "string" },
-      primary: { type: "string", default: "inceptionv3" },
-      tolerances: { type: "string" },
-      baseline: { type: "string" },
-      list: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  const v = parsed.values;
-  if (v.help) return null;
-  check(
-    (PRESET_NAMES as readonly string[]).includes(v.preset!),
-    `unknown preset "${v.preset}"`,
-    `valid: ${PRESET_NAMES.join(", ")}`,
-  );
-  check(
-    (BACKEND_NAMES as readonly string[]).includes(v.backend!),
-    `unknown backend "${v.backend}"`,
-    `valid: ${BACKEND_NAMES.join(", ")}`,
-  );
-  let lr: Cli["lr"];
-  if (v.lr !== undefined) {
-    if (v.lr === "code" || v.lr === "paper") lr = v.lr;
-    else {
-      const n = Number(v.lr);
-      check(Number.isFinite(n) && n > 0, `--lr must be "code", "paper" or a positive number, got "${v.lr}"`);
-      lr = n;
-    }
-  }
-  return {
-    preset: v.preset!,
-    grid: v.grid!,
-    sae: (v.sae as string[]).flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean),
-    saeModules: v["sae-module"] as string[],
-    backend: v.backend as BackendName,
-    steps: int(v.steps, "steps"),
-    batch: int(v.batch, "batch"),
-    lr,
-    seed: int(v.seed, "seed", 0)!,
-    data: v.data!,
-    nTrain: int(v["n-train"], "n-train", 10),
-    nEval: int(v["n-eval"], "n-eval", 10),
-    cache: v.cache!,
-    out: v.out,
-    primary: v.primary!,
-    tolerances: v.tolerances,
-    baseline: v.baseline,
-    list: v.list!,
-  };
-}
-
-function stamp(d = new Date()): string {
-  return d.toISOString().replace(/[:]/g, "").replace(/\..*/, "").replace("T", "-");
-}
+/** The task's own options (actions) next to the config flags; add new ones here. */
+const TASK_OPTIONS = {
+  compare: { type: "string" },
+  "compare-with": { type: "string" },
+  list: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
 
 /** The CLI; returns the exit code (MonobenchError propagates to the caller). */
 export async function main(argv: string[]): Promise<number> {
-  const cli = parseCli(argv);
-  if (!cli) {
+  const parsed = parseOptions("reproduce", {
+    args: argv,
+    allowPositionals: false,
+    options: { ...CONFIG_CLI_OPTIONS, ...TASK_OPTIONS },
+  });
+  const v = parsed.values;
+  if (v.help) {
     console.log(HELP);
     return 0;
   }
-  for (const m of cli.saeModules) {
-    try {
-      await import(new URL(resolve(m), "file://").href);
-    } catch (e) {
-      throw new MonobenchError(`cannot load SAE module ${m}: ${(e as Error).message}`);
-    }
-  }
-  const { preset, cases } = selectCases(cli.preset, {
-    grid: cli.grid,
-    extraSaes: cli.sae,
+  const { layer, configFile } = cliLayer(v);
+  const resolved = await resolveConfig({ cli: layer, configFile });
+  const { config } = resolved;
+  await loadSaeModules(config.saeModules);
+  const { cases } = selectCases(config.preset, {
+    grid: config.grid,
+    extraSaes: config.sae,
     knownSaes: listSaes(),
   });
-  const hyper = { ...preset.hyper };
-  if (cli.steps !== undefined || cli.batch !== undefined) {
-    Object.assign(hyper, scaledHyper(cli.steps ?? hyper.steps, cli.batch ?? hyper.batchSize));
+  let compare: CompareOptions | undefined;
+  if (v.compare !== undefined || v["compare-with"] !== undefined) {
+    const saes = [...new Set(cases.map((c) => c.sae))];
+    const variant = v.compare;
+    if (!variant) throw new MonobenchError("--compare-with needs --compare VARIANT");
+    const references = v["compare-with"]?.split(",").map((x) => x.trim()).filter(Boolean);
+    for (const name of [variant, ...(references ?? [])]) {
+      if (!saes.includes(name)) {
+        throw new MonobenchError(
+          `--compare: no case of variant "${name}" in the selected grid`,
+          `variants in the grid: ${saes.join(", ")}; add one with --sae NAME`,
+        );
+      }
+    }
+    compare = { variant, references };
   }
-  if (cli.lr === "code" || cli.lr === "paper") hyper.lrRule = cli.lr;
-  if (cli.list) {
-    console.log(`${cases.length} case(s): ${describeCases(cases)}`);
+  if (v.list) {
+    console.log(`${cases.length} case(s) × ${config.seeds.length} seed(s): ${describeCases(cases)}`);
     for (const c of cases) console.log(`  ${c.id}  [${c.groups.join(", ")}]`);
-    console.log(`training: ${JSON.stringify(hyper)}`);
+    console.log(
+      `config (hash ${resolved.hash.slice(0, 16)}…; origin: default < preset < file < cli, or derived):`,
+    );
+    for (const line of describeConfig(resolved)) console.log(line);
     return 0;
   }
 
   const fixtures = await loadFixtures();
-  const tolerances = cli.tolerances ? await loadTolerances(cli.tolerances) : undefined;
-  const baseline = cli.baseline ? await loadBaseline(cli.baseline) : undefined;
-  const outDir = cli.out ?? join("results", `${preset.name}-${stamp()}`);
+  const tolerances = config.tolerances ? await loadTolerances(config.tolerances) : undefined;
+  const baseline = config.baseline ? await loadBaseline(config.baseline) : undefined;
+  if (baseline) checkBaselineConfig(baseline, config, resolved.hash);
   const progress = new Progress();
-
-  // Data.
-  let data: RunData;
-  if (cli.data === "embedded") {
-    let lastStage = "";
-    data = await embeddedData(cli.cache, {
-      nTrain: cli.nTrain ?? preset.data.nTrain,
-      nEval: cli.nEval ?? preset.data.nEval,
-      onProgress: (stage, done, total) => {
-        if (stage !== lastStage) {
-          lastStage = stage;
-          if (total > 1 || done === 0) progress.log(`data: ${stage} (${total})`);
-        }
-      },
-    });
-  } else {
-    data = await manifestData(cli.data);
-  }
-
-  // Run directory: resume only the same run.
-  await Deno.mkdir(outDir, { recursive: true });
-  const runMeta = {
-    preset: preset.name,
-    grid: cli.grid,
-    hyper,
-    lr: cli.lr ?? null,
-    seed: cli.seed,
-    data: data.fingerprint,
+  const run = await openRunDir({
+    resolved,
+    command: `reproduce ${argv.join(" ")}`.trim(),
+    log: (m) => progress.log(m),
+  });
+  // Ctrl-C: release the lock on the way out (a kill -9 leaves it stale; the next run takes it over).
+  const onInterrupt = () => {
+    run.lock.releaseSync();
+    Deno.exit(130);
   };
-  const runPath = join(outDir, "run.json");
-  let startedAt = new Date().toISOString();
   try {
-    const prev = JSON.parse(await Deno.readTextFile(runPath));
-    // The grid may change between invocations (cases are cached per id); training may not.
-    const key = (m: Record<string, unknown>) => JSON.stringify([m.hyper, m.lr, m.seed, m.data]);
-    const same = key(prev.meta ?? {}) === key(runMeta);
-    if (!same) {
+    Deno.addSignalListener("SIGINT", onInterrupt);
+  } catch {
+    // signals not supported here
+  }
+  try {
+    // Data, verified on every invocation (a resume included).
+    let data: RunData;
+    if (config.data.source === "embedded") {
+      let lastStage = "";
+      data = await embeddedData(config.cache, {
+        nTrain: config.data.nTrain ?? undefined,
+        nEval: config.data.nEval ?? undefined,
+        onProgress: (stage, done, total) => {
+          if (stage !== lastStage) {
+            lastStage = stage;
+            if (total > 1 || done === 0) progress.log(`data: ${stage} (${total})`);
+          }
+        },
+      });
+    } else {
+      data = await manifestData(config.data.source);
+    }
+    await verifyRunData(data);
+    const sources = data.similarity.map((s) => s.name);
+    if (config.primary !== null && !sources.includes(config.primary)) {
       throw new MonobenchError(
-        `${outDir} holds a run with other settings (${JSON.stringify(prev.meta)})`,
-        "choose another --out directory, or repeat the original options to resume it",
+        `--primary ${config.primary} names no similarity source of the data`,
+        `the data has: ${sources.join(", ")}`,
       );
     }
-    startedAt = prev.startedAt ?? startedAt;
-    progress.log(`resuming the run in ${outDir}`);
-  } catch (e) {
-    if (e instanceof MonobenchError) throw e;
-    if (!(e instanceof Deno.errors.NotFound)) {
-      throw new MonobenchError(`${runPath} is unreadable or malformed: ${(e as Error).message}`);
-    }
-    await atomicWrite(runPath, jsonText({ startedAt, meta: runMeta }));
-  }
+    const hashes = dataHashes(data);
+    if (baseline) checkBaselineData(baseline, hashes);
+    checkRunnable(cases, config, data);
 
-  const backend = await selectBackend(cli.backend);
-  progress.log(
-    `monobench: ${cases.length} case(s) [${
-      describeCases(cases)
-    }], ${hyper.steps} steps × ${hyper.batchSize}, ` +
-      `backend ${backend.name} (${backend.description}), data: ${data.description}, out: ${outDir}`,
-  );
-
-  const makeReport = (layers: LayerResult[], results: CaseResult[], finished: boolean): Report => {
-    const diff = diffAgainstPaper(results, layers, fixtures, { primarySource: cli.primary, tolerances });
-    return {
-      version: REPORT_VERSION,
-      run: {
-        id: outDir.split("/").filter(Boolean).pop() ?? outDir,
-        startedAt,
-        finishedAt: finished ? new Date().toISOString() : "",
-        preset: preset.name,
-        grid: cli.grid,
+    const backend = await selectBackend(config.backend);
+    let out;
+    let provenance: RunProvenance;
+    try {
+      const software = await softwareInfo();
+      provenance = {
+        monobench: software.monobench,
+        gitCommit: software.gitCommit,
+        gitDirty: software.gitDirty,
+        denoLock: software.denoLock,
+        deno: software.deno,
         backend: backend.name,
         device: backend.description,
-        dataset: data.description,
-        denoVersion: Deno.version.deno,
-        seed: cli.seed,
-        options: { hyper, lr: cli.lr ?? hyper.lrRule, primary: cli.primary, sae: cli.sae, data: cli.data },
-      },
-      layers,
-      cases: results,
-      diff,
-      claims: checkClaims(results, layers),
-    };
-  };
+        configHash: resolved.hash,
+        data: hashes,
+        seeds: [...config.seeds],
+      };
+      const seeds = config.seeds.length > 1
+        ? ` × ${config.seeds.length} seeds (${config.seeds.join(",")})`
+        : "";
+      progress.log(
+        `run: ${cases.length} case(s)${seeds} [${describeCases(cases)}], ` +
+          `${config.train.steps} steps × ${config.train.batchSize}, backend ${backend.name} ` +
+          `(${backend.description}), data: ${data.description}, out: ${run.dir}`,
+      );
+      // The comparison needs every case: partial reports (after each case) leave it out.
+      const makeReport = (
+        layers: readonly LayerResult[],
+        results: readonly CaseResult[],
+        finished: boolean,
+      ) =>
+        buildReport({
+          config,
+          configHash: resolved.hash,
+          provenance,
+          runId: basename(run.dir),
+          startedAt: run.startedAt,
+          finishedAt: finished ? new Date().toISOString() : "",
+          dataset: data.description,
+          argv,
+          layers,
+          cases: results,
+          fixtures,
+          tolerances,
+          compare: finished ? compare : undefined,
+        });
+      const weights = cases.map((c) => c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 1));
+      progress.start(cases.length * config.seeds.length, config.seeds.flatMap(() => weights));
+      out = await runPipeline(cases, {
+        backend,
+        data,
+        outDir: run.dir,
+        config,
+        configHash: resolved.hash,
+        software,
+        progress,
+        // Keep a current report on disk so that an interrupted run still has one.
+        onCase: async (done, layers) => {
+          await writeReport(run.dir, makeReport(layers, done, false), { formats: ["json", "csv"] });
+        },
+      });
+      const report = makeReport(out.layers, out.cases, true);
+      const files = await writeReport(run.dir, report);
+      const counts = diffCounts(report.diff);
+      progress.finish(`report in ${files.find((f) => f.endsWith(".html")) ?? run.dir}`);
+      console.log(`\nresults: ${run.dir}`);
+      for (const f of files) console.log(`  ${f}`);
+      console.log(
+        `paper diff: ${counts.within} within tolerance, ${counts.outside} outside, ${counts.missing} missing ` +
+          `(informative: the data and encoders differ from the paper's unless you brought your own)`,
+      );
+      console.log("claims:");
+      for (const c of report.claims) console.log(`  [${c.status}] ${c.id}: ${c.statement} — ${c.evidence}`);
 
-  progress.start(
-    cases.length,
-    cases.map((c) => c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 1)),
-  );
-  let out;
-  try {
-    out = await runPipeline(cases, {
-      backend,
-      data,
-      outDir,
-      hyper,
-      seed: cli.seed,
-      lr: typeof cli.lr === "number" ? cli.lr : undefined,
-      progress,
-      // Keep a current report on disk so an interrupted run still has one.
-      onCase: async (done, layers) => {
-        await writeReport(outDir, makeReport([...layers], [...done], false), { formats: ["json", "csv"] });
-      },
-    });
+      if (baseline) {
+        const cmp = compareWithBaseline(report, baseline);
+        console.log(`\nbaseline ${config.baseline}:\n${formatBaselineSummary(cmp)}`);
+        if (baselineFailed(cmp)) return 1;
+      }
+      return 0;
+    } finally {
+      backend.destroy();
+    }
   } finally {
-    backend.destroy();
+    try {
+      Deno.removeSignalListener("SIGINT", onInterrupt);
+    } catch {
+      // not registered
+    }
+    await run.close();
   }
-  const report = makeReport(out.layers, out.cases, true);
-  const files = await writeReport(outDir, report);
-  const counts = diffCounts(report.diff);
-  progress.finish(`report in ${files.find((f) => f.endsWith(".html")) ?? outDir}`);
-  console.log(`\nresults: ${outDir}`);
-  for (const f of files) console.log(`  ${f}`);
-  console.log(
-    `paper diff: ${counts.within} within tolerance, ${counts.outside} outside, ${counts.missing} missing ` +
-      `(informative: the data and encoders differ from the paper's unless you brought your own)`,
-  );
-  console.log("claims:");
-  for (const c of report.claims) console.log(`  [${c.status}] ${c.id}: ${c.statement} — ${c.evidence}`);
-
-  if (baseline) {
-    const cmp = compareWithBaseline(report, baseline);
-    console.log(`\nbaseline ${cli.baseline}:\n${formatBaselineSummary(cmp)}`);
-    if (cmp.regressions.length > 0) return 1;
-  }
-  return 0;
 }
 
 if (import.meta.main) Deno.exit(await runCli(() => main(Deno.args)));

@@ -285,3 +285,57 @@ test("store: cachedStore computes once, reuses, and rebuilds a broken entry", as
   ok(warnings.length === 1 && /header\.json is missing/.test(warnings[0]));
   deepStrictEqual(r4.store.all(), x);
 });
+
+test("store: open({verify}) catches a same-size edit; verify() of a preloaded store checks the bytes it serves", async () => {
+  const root = await tmp();
+  const dir = join(root, "s");
+  const x = randomMatrix(10, 3, 5);
+  await writeStore(dir, x, 10, 3, { shardRows: 4 });
+  await (await ActivationStore.open(dir, { verify: true })).verify();
+  const shard = join(dir, "shard-00000.bin");
+  const good = await Deno.readFile(shard);
+  const bad = good.slice();
+  bad[0] ^= 0x01;
+  await Deno.writeFile(shard, bad);
+  // Sizes and header are intact, so a plain open succeeds; the content check names the store.
+  const lazy = await ActivationStore.open(dir, { preload: false });
+  await rejectsMb(lazy.verify(), new RegExp(`activation store ${dir}: content hash mismatch`));
+  await rejectsMb(
+    ActivationStore.open(dir, { verify: true }),
+    /content hash mismatch .*changed or is corrupt/,
+  );
+  // A store opened before the edit serves (and verifies) the bytes it read then.
+  await Deno.writeFile(shard, good);
+  const pre = await ActivationStore.open(dir, { preload: true });
+  await Deno.writeFile(shard, bad);
+  await pre.verify();
+  deepStrictEqual(pre.all(), x);
+});
+
+test("store: a full disk while writing is a MonobenchError; the previous store stays and no temp is left", async () => {
+  const root = await tmp();
+  const dir = join(root, "s");
+  const x = randomMatrix(10, 3, 6);
+  const before = await writeStore(dir, x, 10, 3);
+  let enospc: Error | null = null;
+  try {
+    Deno.writeFileSync("/dev/full", new Uint8Array(4));
+  } catch (e) {
+    enospc = e as Error;
+  }
+  if (enospc === null) return; // no /dev/full here
+  const realWrite = Deno.writeFile;
+  Deno.writeFile = (() => Promise.reject(enospc)) as typeof Deno.writeFile;
+  try {
+    await rejects(writeStore(dir, randomMatrix(10, 3, 7), 10, 3), (e: unknown) => {
+      ok(e instanceof MonobenchError, `got ${e}`);
+      ok(/cannot write activation store .*No space left on device/.test(e.message), e.message);
+      ok(/free disk space/.test(e.hint ?? ""));
+      return true;
+    });
+  } finally {
+    Deno.writeFile = realWrite;
+  }
+  equal((await ActivationStore.open(dir)).sha256, before.sha256);
+  deepStrictEqual([...Deno.readDirSync(root)].map((e) => e.name), ["s"]);
+});

@@ -1,10 +1,12 @@
 /**
- * End to end through the CLI on the embedded default (small sizes, CPU backend): the run writes
- * every report file, matches the stored baseline (results/baseline/report.json) in regression
- * mode, resumes without recomputing, and rejects bad input with exit code 2 and no lost results.
+ * End to end through the CLI on the embedded default (small sizes, CPU backend, 3 seeds): the
+ * run writes every report file, matching the JSON Schemas, matches the stored baseline
+ * (results/baseline/report.json, also 3 seeds) in regression mode with seed-derived tolerances,
+ * resumes without recomputing, and rejects bad input with exit code 2 and no lost results.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { checkSchema, REPORT_SCHEMA, RESULT_SCHEMA } from "../src/run/schemas.ts";
 
 const ARGS = [
   "--preset",
@@ -14,13 +16,15 @@ const ARGS = [
   "--backend",
   "cpu",
   "--n-train",
-  "300",
-  "--n-eval",
   "200",
+  "--n-eval",
+  "100",
   "--steps",
   "40",
   "--batch",
   "64",
+  "--seeds",
+  "3",
 ];
 const BASELINE = new URL("../results/baseline/report.json", import.meta.url).pathname;
 const SCRIPT = new URL("../tasks/reproduce.ts", import.meta.url).pathname;
@@ -46,9 +50,18 @@ Deno.test("e2e: reproduce on the embedded default matches the stored baseline, t
       assert.ok((await Deno.stat(join(out, f))).size > 0, f);
     }
     const report = JSON.parse(await Deno.readTextFile(join(out, "report.json")));
-    assert.equal(report.cases.length, 4);
+    checkSchema(REPORT_SCHEMA, report, "report.json");
+    assert.equal(report.cases.length, 12, "4 cases × 3 seeds");
+    assert.deepEqual(report.run.seeds, [0, 1, 2]);
+    assert.equal(report.aggregates.length, 4);
     assert.equal(report.layers.length, 1);
     for (const c of report.cases) {
+      const path = join(out, "cases", c.id, `seed-${c.seed}`, "result.json");
+      const stored = JSON.parse(await Deno.readTextFile(path));
+      checkSchema(RESULT_SCHEMA, stored, path);
+      assert.deepEqual(stored, c);
+      assert.equal(c.provenance.seed, c.seed);
+      assert.equal(c.provenance.configHash, report.run.configHash);
       assert.ok(c.r2 > 0 && c.r2 <= 100, `${c.id} R² ${c.r2}`);
       assert.ok(c.l0 > 0, `${c.id} L0 ${c.l0}`);
       assert.deepEqual(c.ms.map((m: { encoder: string }) => m.encoder), ["labels", "inceptionv3"]);
@@ -59,20 +72,22 @@ Deno.test("e2e: reproduce on the embedded default matches the stored baseline, t
     assert.ok(report.claims.length >= 7);
     assert.ok(report.diff.rows.length > 0);
     assert.match(first.stdout, /baseline .*report\.json/);
+    assert.match(first.stdout, /0 change\(s\) outside tolerance/);
+    assert.match(first.stdout, /tolerances: from the baseline's seed spread/);
     assert.match(await Deno.readTextFile(join(out, "report.html")), /<svg/);
 
     // Second invocation: every case is reused, the report is identical up to timestamps.
     const second = await cli([...ARGS, "--cache", cache, "--out", out]);
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /resuming the run/);
-    assert.equal((second.stderr.match(/already measured/g) ?? []).length, 4);
+    assert.equal((second.stderr.match(/already measured/g) ?? []).length, 12);
     const again = JSON.parse(await Deno.readTextFile(join(out, "report.json")));
     assert.deepEqual(again.cases, report.cases);
 
     // A different training setup may not reuse the directory; nothing is lost.
-    const other = await cli([...ARGS.slice(0, -2), "--batch", "32", "--cache", cache, "--out", out]);
+    const other = await cli([...ARGS, "--batch", "32", "--cache", cache, "--out", out]);
     assert.equal(other.code, 2);
-    assert.match(other.stderr, /holds a run with other settings/);
+    assert.match(other.stderr, /holds a run with other settings: --batch 64 there, 32 now/);
     assert.deepEqual(JSON.parse(await Deno.readTextFile(join(out, "report.json"))).cases, report.cases);
 
     // Regression mode flags a worse run: tamper with the baseline so that ours looks worse.

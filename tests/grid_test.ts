@@ -49,6 +49,10 @@ Deno.test("presets: sizes, hyperparameters and scaling rule", () => {
   equal(def.cases.filter((c) => c.layer === "last" && c.k === 20).length, 10);
   ok(def.cases.every((c) => c.expansion <= 16), "ε = 64 only in the paper preset");
   equal(def.hyper.lrRule, "paper");
+  // Seeds per case: enough for a t-interval on the default preset, one elsewhere.
+  equal(def.seeds, 3);
+  equal(smoke.seeds, 1);
+  equal(getPreset("paper").seeds, 1);
   equal(def.hyper.thresholdBeta, 0.9, "EMA window 1 % of 300 steps, at least 10 steps");
   const paper = getPreset("paper");
   equal(paper.cases.length, 63);

@@ -18,7 +18,7 @@
  * previous one.
  */
 import { basename, dirname, join } from "node:path";
-import { check, checkFinite, MonobenchError } from "../util/errors.ts";
+import { asIoError, check, checkFinite, MonobenchError } from "../util/errors.ts";
 import { F16_MAX, f16ToF32Array, f32ToF16Array } from "./f16.ts";
 import { keyHash, Sha256, stableStringify } from "./hash.ts";
 
@@ -152,9 +152,13 @@ export async function writeStore(
   }
 
   const parent = dirname(dir);
-  await Deno.mkdir(parent, { recursive: true });
   const tmp = join(parent, `${basename(dir)}.${randomTag()}.tmp`);
-  await Deno.mkdir(tmp);
+  try {
+    await Deno.mkdir(parent, { recursive: true });
+    await Deno.mkdir(tmp);
+  } catch (e) {
+    throw asIoError(e, `cannot write activation store ${dir}`);
+  }
   let header: StoreHeader;
   try {
     const hash = new Sha256().update(hashPrefix(n, d, dtype));
@@ -202,7 +206,8 @@ export async function writeStore(
     }
   } catch (e) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
+    // A full or read-only disk is the user's environment, not a bug; the old store is intact.
+    throw asIoError(e, `cannot write activation store ${dir} (the previous content is unchanged)`);
   }
   return header;
 }
@@ -280,6 +285,8 @@ function parseHeader(dir: string, text: string): StoreHeader {
 export interface OpenStoreOptions {
   /** Read all shards into memory now (default: when the store is at most 512 MiB). */
   preload?: boolean;
+  /** Also check the content hash (default false: header and shard sizes only). */
+  verify?: boolean;
 }
 
 /** Read access to an activation store (see the module comment for the format). */
@@ -350,6 +357,7 @@ export class ActivationStore {
       }
       store.raw = raw;
     }
+    if (opts.verify) await store.verify();
     return store;
   }
 
@@ -395,12 +403,18 @@ export class ActivationStore {
   }
 
   /**
-   * Re-hash the shard files on disk and compare with the header's content hash; throws a
-   * MonobenchError on a missing/truncated shard or a hash mismatch.
+   * Re-hash the store's data and compare with the header's content hash; throws a
+   * MonobenchError on a missing/truncated shard or a hash mismatch. A preloaded store hashes the
+   * bytes it holds in memory (the data every read returns), otherwise the shard files.
    */
   async verify(): Promise<void> {
     const { n, d, dtype } = this.header;
     const hash = new Sha256().update(hashPrefix(n, d, dtype));
+    if (this.raw) {
+      hash.update(this.raw);
+      this.checkHash(hash.hex());
+      return;
+    }
     for (const s of this.header.shards) {
       let b: Uint8Array;
       try {
@@ -418,12 +432,15 @@ export class ActivationStore {
       }
       hash.update(b);
     }
-    const got = hash.hex();
+    this.checkHash(hash.hex());
+  }
+
+  private checkHash(got: string): void {
     if (got !== this.header.sha256) {
       throw new MonobenchError(
-        `activation store ${this.dir}: content hash mismatch (header ${this.header.sha256}, data ${got}); ` +
-          "the store is corrupt",
-        "delete the directory and regenerate it",
+        `activation store ${this.dir}: content hash mismatch (header ${this.header.sha256.slice(0, 16)}…, ` +
+          `data ${got.slice(0, 16)}…): the data was changed or is corrupt`,
+        "restore the original data, or delete the directory and regenerate (or re-import) it",
       );
     }
   }

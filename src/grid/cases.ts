@@ -60,6 +60,8 @@ export interface Preset {
   description: string;
   cases: BenchCase[];
   hyper: TrainHyper;
+  /** Seeds per case (`--seeds` default): every case is trained this many times, seeds 0…N−1. */
+  seeds: number;
   /**
    * Suggested data sizes for the embedded default (`prepareEmbedded({nTrain, nEval})`);
    * undefined = use everything available.
@@ -184,7 +186,8 @@ export function learningRate(rule: LrRule, width: number): number {
  *   minute once the data is prepared (first run: + ≈ 1 min).
  * - default: the paper's main grid without ε = 64 — all five layers × ε ∈ {1, 2, 4, 8, 16} × both
  *   SAEs, K = 20 — plus the K ablation (Matryoshka, last layer, ε = 1, K 1/10/20/50): 53 cases,
- *   300 steps × 512, ≈ 7 min measured (with OpenBLAS) including ≈ 40 s of first-run data preparation.
+ *   300 steps × 512, 3 seeds. One seed took ≈ 7 min with OpenBLAS on a quiet machine and ≈ 14 min
+ *   with cpu-mt on a loaded one (load average 3–7).
  * - paper: the full grid (63 cases) with the paper's setup: ≈ 1.3e18 flop on CLIP-sized inputs,
  *   roughly a day on one A100-class GPU, far beyond a CPU.
  */
@@ -207,25 +210,52 @@ function presetCaseList(name: PresetName): BenchCase[] {
  */
 const SHORT_RUN_LR: LrRule = "paper";
 
-const PRESET_INFO: Record<
-  PresetName,
-  { description: string; hyper: () => TrainHyper; data: Preset["data"] }
-> = {
+/**
+ * What a preset sets: the training length, batch size and lr rule (the schedule — warmup,
+ * threshold start and window, dead-latent window, checkpoints — follows from steps and batch by
+ * {@link scaledHyper}, for the paper preset too, where it gives the paper's values), the seed
+ * count and the embedded data sizes.
+ */
+interface PresetInfo {
+  description: string;
+  steps: number;
+  batchSize: number;
+  lrRule: LrRule;
+  seeds: number;
+  data: Preset["data"];
+}
+
+/**
+ * Seeds of the default preset: 3 is the fewest that gives a usable 95 % t-interval (t₀.₉₇₅ with
+ * 2 degrees of freedom is 4.3; with 1 it is 12.7), at 3× the single-seed time.
+ */
+export const DEFAULT_PRESET_SEEDS = 3;
+
+const PRESET_INFO: Record<PresetName, PresetInfo> = {
   smoke: {
-    description: "last layer, ε 1/2, both SAEs, K=20; 30 steps × 64 (under a minute on 2 CPU cores)",
-    hyper: () => ({ ...scaledHyper(30, 64), lrRule: SHORT_RUN_LR }),
+    description: "last layer, ε 1/2, both SAEs, K=20; 30 steps × 64, 1 seed (under a minute on 2 CPU cores)",
+    steps: 30,
+    batchSize: 64,
+    lrRule: SHORT_RUN_LR,
+    seeds: 1,
     data: { nTrain: 2048, nEval: 1000 },
   },
   default: {
     description: "all layers × ε 1/2/4/8/16 × both SAEs (the paper's grid without ε=64), plus the K " +
-      "ablation (K 1/10/20/50); 300 steps × 512 (~7 min on 2 CPU cores with OpenBLAS)",
-    hyper: () => ({ ...scaledHyper(300, 512), lrRule: SHORT_RUN_LR }),
+      `ablation (K 1/10/20/50); 300 steps × 512, ${DEFAULT_PRESET_SEEDS} seeds`,
+    steps: 300,
+    batchSize: 512,
+    lrRule: SHORT_RUN_LR,
+    seeds: DEFAULT_PRESET_SEEDS,
     data: { nEval: 2000 }, // nTrain: every remaining balanced digit (6630)
   },
   paper: {
     description:
-      "the full published grid (60 + 3 cases) with the paper's training setup (hours to days off a GPU)",
-    hyper: () => ({ ...PAPER_HYPER }),
+      "the full published grid (60 + 3 cases) with the paper's training setup, 1 seed (hours to days off a GPU)",
+    steps: PAPER_HYPER.steps,
+    batchSize: PAPER_HYPER.batchSize,
+    lrRule: PAPER_HYPER.lrRule,
+    seeds: 1,
     data: {},
   },
 };
@@ -245,7 +275,14 @@ export function getPreset(name: string, opts: PresetOptions = {}): Preset {
   const pn = name as PresetName;
   const info = PRESET_INFO[pn];
   const cases = addSaes(presetCaseList(pn), opts.extraSaes ?? [], opts.knownSaes);
-  return { name: pn, description: info.description, cases, hyper: info.hyper(), data: { ...info.data } };
+  return {
+    name: pn,
+    description: info.description,
+    cases,
+    hyper: { ...scaledHyper(info.steps, info.batchSize), lrRule: info.lrRule },
+    seeds: info.seeds,
+    data: { ...info.data },
+  };
 }
 
 /**

@@ -3,7 +3,7 @@
  * so that a crash or an error never leaves a half-written file or destroys the previous one.
  */
 import { basename, dirname, join } from "node:path";
-import { MonobenchError } from "../util/errors.ts";
+import { asIoError, MonobenchError } from "../util/errors.ts";
 
 let counter = 0;
 
@@ -20,7 +20,10 @@ export async function atomicWrite(path: string, data: string | Uint8Array): Prom
     } catch {
       // the temp file may not exist
     }
-    throw new MonobenchError(`cannot write ${path}: ${(e as Error).message}`);
+    const io = asIoError(e, `cannot write ${path}`);
+    throw io instanceof MonobenchError
+      ? io
+      : new MonobenchError(`cannot write ${path}: ${(e as Error).message}`);
   }
 }
 

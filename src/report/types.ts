@@ -2,8 +2,13 @@
  * Report types: what a run writes to `report.json` (and what `--baseline` reads back).
  */
 import type { CaseResult, LayerResult } from "../types.ts";
+import type { MonobenchConfig } from "../run/config.ts";
+import type { RunProvenance } from "../run/provenance.ts";
+import type { CaseAggregate, Stat } from "./stats.ts";
+import type { Comparison } from "./compare.ts";
 
-export const REPORT_VERSION = 1;
+/** 2: seeds, frozen config and provenance (schema/report.schema.json). */
+export const REPORT_VERSION = 2;
 
 /** Metrics compared with the paper's tables. */
 export type DiffMetric = "ms_max" | "ms_min" | "ms_mean" | "r2" | "l0";
@@ -31,6 +36,9 @@ export interface DiffRow {
   delta: number | null;
   tolerance: number;
   status: DiffStatus;
+  /** Seeds averaged into `ours`, and the 95 % interval of that mean (absent: one seed). */
+  n?: number;
+  oursCi95?: [number, number];
 }
 
 export interface DiffResult {
@@ -42,7 +50,8 @@ export interface DiffResult {
   note: string;
 }
 
-export type ClaimStatus = "pass" | "fail" | "n/a";
+/** "unresolved": the seed interval straddles the criterion (or one seed gives no interval). */
+export type ClaimStatus = "pass" | "fail" | "n/a" | "unresolved";
 
 /** A qualitative claim of the paper checked on a run. */
 export interface Claim {
@@ -51,6 +60,18 @@ export interface Claim {
   ref: string;
   status: ClaimStatus;
   evidence: string;
+  /** The pass rule with its thresholds, in words. */
+  criterion?: string;
+  /** The thresholds of the criterion by name. */
+  thresholds?: Record<string, number>;
+  /** The paper's own figure(s) the criterion is taken from. */
+  paper?: string;
+  /** Seeds the verdict rests on. */
+  seeds?: number;
+  /** The claim's statistic over seeds, where it is one number per seed. */
+  estimate?: Stat;
+  /** The verdict on the seed means alone, ignoring the intervals. */
+  pointStatus?: "pass" | "fail" | "n/a";
 }
 
 export interface RunInfo {
@@ -64,8 +85,17 @@ export interface RunInfo {
   device: string;
   dataset: string;
   denoVersion: string;
+  /** The first seed (see `seeds`). */
   seed: number;
   options: Record<string, unknown>;
+  /** Every seed of the run; each case is trained once per seed (always present in report.json). */
+  seeds?: number[];
+  /** The resolved, frozen run config (src/run/config.ts). */
+  config?: MonobenchConfig;
+  /** sha256 of the config's result-relevant part. */
+  configHash?: string;
+  /** Software, compute, config and data provenance of the run. */
+  provenance?: RunProvenance;
 }
 
 export interface Report {
@@ -75,4 +105,10 @@ export interface Report {
   cases: CaseResult[];
   diff: DiffResult;
   claims: Claim[];
+  /** One entry per case over its seed replicates (report/stats.ts). */
+  aggregates?: CaseAggregate[];
+  /** How `aggregates` and the claims compute their intervals. */
+  stats?: string;
+  /** The variant comparison view, when one was asked for (report/compare.ts). */
+  comparison?: Comparison;
 }

@@ -13,9 +13,11 @@
  */
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ActivationStore } from "../data/store.ts";
-import { prepareEmbedded } from "../data/embedded.ts";
+import { EMBEDDED_DEFAULTS, loadMnist, prepareEmbedded } from "../data/embedded.ts";
 import { PAPER_LAYERS, type PaperLayer } from "../types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
+
+const EMBEDDED_CLASSES = 10;
 
 export interface RunLayer {
   layer: PaperLayer;
@@ -29,16 +31,57 @@ export interface RunData {
   layers: RunLayer[];
   similarity: { name: string; eval: ActivationStore }[];
   description: string;
-  /** Identity of the data (store hashes), recorded in run.json so a resumed run uses the same data. */
-  fingerprint: string;
 }
 
-function fingerprintOf(layers: RunLayer[], sim: { name: string; eval: ActivationStore }[]): string {
-  const parts = [
-    ...layers.map((l) => `${l.layer}:${l.train.sha256.slice(0, 16)}/${l.eval.sha256.slice(0, 16)}`),
-    ...sim.map((s) => `${s.name}:${s.eval.sha256.slice(0, 16)}`),
+/** Every store of the data with its role: "train:<layer>", "eval:<layer>", "similarity:<name>". */
+export function storeRoles(data: RunData): { role: string; store: ActivationStore }[] {
+  return [
+    ...data.layers.flatMap((l) => [
+      { role: `train:${l.layer}`, store: l.train },
+      { role: `eval:${l.layer}`, store: l.eval },
+    ]),
+    ...data.similarity.map((s) => ({ role: `similarity:${s.name}`, store: s.eval })),
   ];
-  return parts.join(",");
+}
+
+/**
+ * Content hashes of the stores one layer's results read, by role: its eval split, every
+ * similarity source, and (for trained cases) its train split.
+ */
+export function layerDataHashes(data: RunData, layer: PaperLayer, withTrain = true): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const { role, store } of storeRoles(data)) {
+    if (
+      role === `eval:${layer}` || (withTrain && role === `train:${layer}`) || role.startsWith("similarity:")
+    ) {
+      out[role] = store.sha256;
+    }
+  }
+  return out;
+}
+
+/** Content hashes of every store of the data, by role. */
+export function dataHashes(data: RunData): Record<string, string> {
+  return Object.fromEntries(storeRoles(data).map(({ role, store }) => [role, store.sha256]));
+}
+
+/**
+ * Re-hash every store's content and compare it with its header (the cheap checks — header,
+ * shard sizes — ran when it was opened). A run does this on every invocation, so every run and
+ * every resume reads verified data; a mismatch names the store.
+ */
+export async function verifyRunData(data: RunData): Promise<void> {
+  const seen = new Set<string>();
+  for (const { role, store } of storeRoles(data)) {
+    if (seen.has(store.dir)) continue;
+    seen.add(store.dir);
+    try {
+      await store.verify();
+    } catch (e) {
+      if (!(e instanceof MonobenchError)) throw e;
+      throw new MonobenchError(`data store ${role}: ${e.message}`, e.hint);
+    }
+  }
 }
 
 function checkSimilarity(layers: RunLayer[], sim: { name: string; eval: ActivationStore }[], what: string) {
@@ -66,6 +109,25 @@ export async function embeddedData(
     onProgress?: (stage: string, done: number, total: number) => void;
   },
 ): Promise<RunData> {
+  const { counts } = await loadMnist();
+  const total = counts.reduce((a, b) => a + b, 0), minCount = Math.min(...counts);
+  // Balanced classes: at most minCount − 1 eval images per class leave one per class to train on.
+  const maxEval = EMBEDDED_CLASSES * (minCount - 1);
+  if (opts.nEval !== undefined && opts.nEval > maxEval) {
+    throw new MonobenchError(
+      `--n-eval ${opts.nEval} is more than the embedded data allows: ${total} MNIST digits, at least ` +
+        `${minCount} per class, so at most ${maxEval} balanced evaluation images`,
+      `the default is ${EMBEDDED_DEFAULTS.nEval}`,
+    );
+  }
+  const nEval = opts.nEval ?? EMBEDDED_DEFAULTS.nEval;
+  const maxTrain = EMBEDDED_CLASSES * (minCount - Math.ceil(nEval / EMBEDDED_CLASSES));
+  if (opts.nTrain !== undefined && opts.nTrain > maxTrain) {
+    throw new MonobenchError(
+      `--n-train ${opts.nTrain} is more than the embedded data allows: with ${nEval} evaluation images, ` +
+        `at most ${maxTrain} balanced training images remain`,
+    );
+  }
   const e = await prepareEmbedded({
     cacheDir,
     nTrain: opts.nTrain,
@@ -78,8 +140,16 @@ export async function embeddedData(
     layers,
     similarity: e.similarity,
     description: e.description,
-    fingerprint: fingerprintOf(layers, e.similarity),
   };
+}
+
+function unknownKeys(o: object, known: string[], what: string): void {
+  const extra = Object.keys(o).filter((k) => !known.includes(k) && k !== "$comment");
+  check(
+    extra.length === 0,
+    `${what}: unknown key${extra.length > 1 ? "s" : ""} ${extra.map((k) => `"${k}"`).join(", ")}`,
+    `known keys: ${known.join(", ")}`,
+  );
 }
 
 interface ManifestLayer {
@@ -104,7 +174,8 @@ export async function manifestData(path: string): Promise<RunData> {
     throw new MonobenchError(`data manifest ${path} is not valid JSON: ${(e as Error).message}`);
   }
   const what = `data manifest ${path}`;
-  check(m && typeof m === "object", `${what}: expected a JSON object`);
+  check(m && typeof m === "object" && !Array.isArray(m), `${what}: expected a JSON object`);
+  unknownKeys(m, ["description", "layers", "similarity"], what);
   check(Array.isArray(m.layers) && m.layers.length > 0, `${what}: "layers" must be a non-empty array`);
   check(Array.isArray(m.similarity), `${what}: "similarity" must be an array`);
   const base = dirname(resolve(path));
@@ -115,6 +186,7 @@ export async function manifestData(path: string): Promise<RunData> {
   const layers: RunLayer[] = [];
   for (const [i, raw] of (m.layers as ManifestLayer[]).entries()) {
     check(raw && typeof raw === "object", `${what}: layers[${i}] must be an object`);
+    unknownKeys(raw, ["layer", "sourceLayer", "train", "eval"], `${what}: layers[${i}]`);
     check(
       (PAPER_LAYERS as readonly string[]).includes(raw.layer),
       `${what}: layers[${i}].layer "${raw.layer}" is not one of ${PAPER_LAYERS.join(", ")}`,
@@ -136,6 +208,7 @@ export async function manifestData(path: string): Promise<RunData> {
   }
   const similarity: { name: string; eval: ActivationStore }[] = [];
   for (const [i, raw] of (m.similarity as { name?: unknown; eval?: unknown }[]).entries()) {
+    if (raw && typeof raw === "object") unknownKeys(raw, ["name", "eval"], `${what}: similarity[${i}]`);
     check(
       raw && typeof raw === "object" && typeof raw.name === "string" && /^[\w.-]+$/.test(raw.name),
       `${what}: similarity[${i}].name must be a simple name (letters, digits, . _ -)`,
@@ -146,6 +219,10 @@ export async function manifestData(path: string): Promise<RunData> {
     });
   }
   checkSimilarity(layers, similarity, what);
+  check(
+    m.description === undefined || typeof m.description === "string",
+    `${what}: "description" must be a string`,
+  );
   const description = typeof m.description === "string" ? m.description : `activation stores from ${path}`;
-  return { layers, similarity, description, fingerprint: fingerprintOf(layers, similarity) };
+  return { layers, similarity, description };
 }

@@ -1,70 +1,236 @@
 /**
- * The end-to-end benchmark: for each layer the raw-neuron MS ("No SAE"), for each case train an
- * SAE (resumable), encode the evaluation split with the thresholded encoder, and measure MS of
- * every latent for every similarity source, R²/FVE, L0 and dead latents. Every finished unit of
- * work is written to the run directory at once (atomically), so an interrupted run loses at most
- * the case in flight, and that one resumes from its last training checkpoint.
+ * The end-to-end benchmark: for each layer the raw-neuron MS ("No SAE"), for each case and seed
+ * train an SAE (resumable), encode the evaluation split with the thresholded encoder, and measure
+ * MS of every latent for every similarity source, R²/FVE, L0 and dead latents. Every finished unit
+ * of work is written to the run directory at once (atomically), so an interrupted run loses at
+ * most the case in flight, and that one resumes from its last training checkpoint.
  *
  * Run directory:
- *   run.json                 options + data fingerprint (a resumed run must match)
- *   layers/<layer>.json      LayerResult
- *   cases/<id>/result.json   CaseResult
- *   cases/<id>/sae/          SAELens-compatible checkpoint (+ training state for resume)
+ *   run.json                          the frozen config (src/run/rundir.ts)
+ *   run.lock                          held while a run works in the directory
+ *   layers/<layer>.json               {provenance, result: LayerResult}
+ *   cases/<id>/seed-<s>/result.json   CaseResult, with its provenance
+ *   cases/<id>/seed-<s>/provenance.json  provenance of the training in progress
+ *   cases/<id>/seed-<s>/sae/          SAELens-compatible checkpoint (+ training state for resume)
  *   report.{json,csv,md,html}
+ *
+ * A stored result or checkpoint is used only when its provenance equals the current run's
+ * (software, backend and device, config hash, data store hashes, seed). Before anything is
+ * trained every (case, seed) of the run is checked; a mismatch is refused naming the field, or,
+ * with `retrainMismatched`, the stale result is deleted and retrained.
  */
 import { join } from "node:path";
 import type { Backend } from "../backend/types.ts";
-import type { BenchCase, TrainHyper } from "../grid/cases.ts";
+import type { BenchCase } from "../grid/cases.ts";
 import { fracAbove, msScores, summarizeMs } from "../metrics/ms.ts";
 import { reconMetrics } from "../metrics/recon.ts";
 import type { Progress } from "../report/progress.ts";
 import { atomicWrite } from "../report/atomic.ts";
 import { checkpointLocation, trainSae } from "../train/mod.ts";
 import { encodeDataset } from "../train/encode.ts";
-import type { CaseResult, LayerResult, MsSummary } from "../types.ts";
-import { check, MonobenchError } from "../util/errors.ts";
+import type { CaseResult, LayerResult, MsSummary, Provenance } from "../types.ts";
+import { asIoError, check, MonobenchError } from "../util/errors.ts";
 import { jsonText, nullAsNaN } from "../util/json.ts";
-import type { RunData, RunLayer } from "./data.ts";
+import type { MonobenchConfig } from "./config.ts";
+import { trainInput } from "./config.ts";
+import { layerDataHashes, type RunData, type RunLayer } from "./data.ts";
+import {
+  caseProvenance,
+  describeProvenanceDiff,
+  diffProvenance,
+  type ProvenanceDifference,
+  type SoftwareInfo,
+} from "./provenance.ts";
+import { checkSchema, LAYER_SCHEMA, PROVENANCE_SCHEMA, RESULT_SCHEMA } from "./schemas.ts";
 
 export interface PipelineOptions {
   backend: Backend;
   data: RunData;
   outDir: string;
-  hyper: TrainHyper;
-  seed: number;
-  /** Learning rate override (number) — otherwise the preset's rule. */
-  lr?: number;
+  /** The frozen run config: training settings, seeds, `retrainMismatched`. */
+  config: Readonly<MonobenchConfig>;
+  configHash: string;
+  software: SoftwareInfo;
   progress?: Progress;
-  /** Called after each finished case with the results so far (e.g. to refresh the report). */
+  /** Called after each finished case and seed with the results so far (e.g. to refresh the report). */
   onCase?: (cases: readonly CaseResult[], layers: readonly LayerResult[]) => Promise<void> | void;
 }
 
-async function readJsonIf<T>(path: string): Promise<T | null> {
+/** Directory of one case and seed, relative to the run directory. */
+export function caseSeedDir(id: string, seed: number): string {
+  return join("cases", id, `seed-${seed}`);
+}
+
+/** A case's provenance in this run. */
+export function provenanceOf(c: BenchCase, seed: number, opts: PipelineOptions): Provenance {
+  return caseProvenance(
+    opts.software,
+    opts.backend,
+    opts.configHash,
+    layerDataHashes(opts.data, c.layer),
+    seed,
+  );
+}
+
+/** Parse a stored JSON file: null when absent; raw value (nulls kept) otherwise; MonobenchError when malformed. */
+async function readStoredJson(path: string): Promise<unknown | null> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
+    throw asIoError(e, `cannot read ${path}`);
   }
   try {
-    return JSON.parse(text, nullAsNaN) as T;
-  } catch {
-    // A damaged partial result is recomputed rather than trusted. (null = a NaN we wrote.)
-    return null;
+    return JSON.parse(text);
+  } catch (e) {
+    throw new MonobenchError(`${path} is not valid JSON: ${(e as Error).message}`);
   }
 }
 
-/** Raw-neuron ("No SAE") MS of one layer for every similarity source. */
+/** JSON's null back to NaN (results write NaN as null). */
+function revive<T>(raw: unknown): T {
+  return JSON.parse(JSON.stringify(raw), nullAsNaN) as T;
+}
+
+/** What a (case, seed) directory holds, judged against the current provenance. */
+export type CaseState =
+  | { state: "done"; result: CaseResult }
+  | { state: "partial" }
+  | { state: "fresh" }
+  | { state: "mismatch"; reason: string; diffs: ProvenanceDifference[] };
+
+/** Inspect a (case, seed) directory of the run. */
+export async function inspectCase(c: BenchCase, seed: number, opts: PipelineOptions): Promise<CaseState> {
+  const dir = join(opts.outDir, caseSeedDir(c.id, seed));
+  const current = provenanceOf(c, seed, opts);
+  const resultPath = join(dir, "result.json");
+  let raw: unknown;
+  try {
+    raw = await readStoredJson(resultPath);
+    if (raw !== null) {
+      checkSchema(RESULT_SCHEMA, raw, resultPath);
+      const r = raw as { id: string; seed: number };
+      if (r.id !== c.id || r.seed !== seed) {
+        throw new MonobenchError(`${resultPath} holds case ${r.id} seed ${r.seed}, not ${c.id} seed ${seed}`);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof MonobenchError)) throw e;
+    return { state: "mismatch", reason: e.message, diffs: [] };
+  }
+  if (raw !== null) {
+    const result = revive<CaseResult>(raw);
+    const diffs = diffProvenance(result.provenance, current);
+    if (diffs.length === 0) return { state: "done", result };
+    return {
+      state: "mismatch",
+      reason: `${resultPath} was made with another ${describeProvenanceDiff(diffs[0])}`,
+      diffs,
+    };
+  }
+  if ((await checkpointLocation(join(dir, "sae"))) === null) return { state: "fresh" };
+  const provPath = join(dir, "provenance.json");
+  let stored: unknown;
+  try {
+    stored = await readStoredJson(provPath);
+    if (stored === null) throw new MonobenchError(`${dir} holds a checkpoint without ${provPath}`);
+    checkSchema(PROVENANCE_SCHEMA, stored, provPath);
+  } catch (e) {
+    if (!(e instanceof MonobenchError)) throw e;
+    return { state: "mismatch", reason: e.message, diffs: [] };
+  }
+  const diffs = diffProvenance(stored as Provenance, current);
+  if (diffs.length === 0) return { state: "partial" };
+  return {
+    state: "mismatch",
+    reason: `the checkpoint in ${dir} was trained with another ${describeProvenanceDiff(diffs[0])}`,
+    diffs,
+  };
+}
+
+/** Move a directory out of the way, then delete it (a crash in between leaves a `.tmp` the next run removes). */
+async function removeDir(dir: string): Promise<void> {
+  const aside = `${dir}.stale-${Deno.pid}.tmp`;
+  try {
+    await Deno.rename(dir, aside);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw asIoError(e, `cannot remove ${dir}`);
+  }
+  await Deno.remove(aside, { recursive: true });
+}
+
+/**
+ * Check every (case, seed) of the run before any work: refuse mismatching stored results (or
+ * delete them when `retrainMismatched`); returns the finished results by `id|seed`.
+ */
+export async function precheckCases(
+  cases: readonly BenchCase[],
+  opts: PipelineOptions,
+): Promise<Map<string, CaseResult>> {
+  const done = new Map<string, CaseResult>();
+  const bad: { c: BenchCase; seed: number; reason: string; fields: string[] }[] = [];
+  for (const seed of opts.config.seeds) {
+    for (const c of cases) {
+      const s = await inspectCase(c, seed, opts);
+      if (s.state === "done") done.set(`${c.id}|${seed}`, s.result);
+      if (s.state === "mismatch") {
+        bad.push({
+          c,
+          seed,
+          reason: s.reason,
+          fields: s.diffs.map((d) => d.field),
+        });
+      }
+    }
+  }
+  if (bad.length === 0) return done;
+  const fields = [...new Set(bad.flatMap((b) => b.fields))];
+  const more = bad.length > 1
+    ? ` (and ${bad.length - 1} more case/seed(s)${
+      fields.length ? `; fields that differ: ${fields.join(", ")}` : ""
+    })`
+    : "";
+  if (!opts.config.retrainMismatched) {
+    throw new MonobenchError(
+      `cannot reuse ${opts.outDir}: ${bad[0].reason}${more}`,
+      "repeat the original setup to resume, choose another --out, or pass --retrain-mismatched to retrain " +
+        "the mismatching cases",
+    );
+  }
+  for (const b of bad) {
+    opts.progress?.log(`--retrain-mismatched: retraining ${b.c.id} seed ${b.seed} (${b.reason})`);
+    await removeDir(join(opts.outDir, caseSeedDir(b.c.id, b.seed)));
+  }
+  return done;
+}
+
+/** Raw-neuron ("No SAE") MS of one layer for every similarity source (reused when its data is unchanged). */
 export async function measureLayer(
   layer: RunLayer,
-  data: RunData,
-  outDir: string,
-  progress?: Progress,
+  opts: Pick<PipelineOptions, "data" | "outDir" | "software" | "progress">,
 ): Promise<LayerResult> {
+  const { data, outDir, progress } = opts;
   const path = join(outDir, "layers", `${layer.layer}.json`);
-  const cached = await readJsonIf<LayerResult>(path);
-  if (cached && cached.d === layer.d && cached.ms?.length === data.similarity.length) return cached;
+  const provenance = {
+    monobench: opts.software.monobench,
+    gitCommit: opts.software.gitCommit,
+    data: layerDataHashes(data, layer.layer, false),
+  };
+  type LayerFile = { provenance?: unknown; result?: unknown };
+  let cached: LayerFile | null = null;
+  try {
+    cached = (await readStoredJson(path)) as LayerFile | null;
+    if (cached !== null) checkSchema(LAYER_SCHEMA, cached.result, `${path} (result)`);
+  } catch (e) {
+    if (!(e instanceof MonobenchError)) throw e;
+    progress?.log(`layer ${layer.layer}: recomputing the raw-neuron MS (${e.message})`);
+    cached = null;
+  }
+  if (cached && JSON.stringify(cached.provenance) === JSON.stringify(provenance)) {
+    return revive<LayerResult>(cached.result);
+  }
   const x = layer.eval.all();
   const acts = { kind: "dense" as const, n: layer.eval.n, cols: layer.d, data: x };
   const ms: MsSummary[] = [];
@@ -73,53 +239,61 @@ export async function measureLayer(
     ms.push(summarizeMs(msScores(acts, s.eval.all(), s.eval.d), s.name));
   }
   const r: LayerResult = { layer: layer.layer, sourceLayer: layer.sourceLayer, d: layer.d, ms };
-  await Deno.mkdir(join(outDir, "layers"), { recursive: true });
-  await atomicWrite(path, jsonText(r));
+  await Deno.mkdir(join(outDir, "layers"), { recursive: true }).catch((e) => {
+    throw asIoError(e, `cannot write in ${outDir}`);
+  });
+  await atomicWrite(path, jsonText({ provenance, result: r }));
   return r;
 }
 
-/** Train (or resume) and measure one case. */
+/** Train (or resume) and measure one case with one seed. */
 export async function runCase(
   c: BenchCase,
+  seed: number,
   index: number,
   total: number,
   layerResult: LayerResult,
   opts: PipelineOptions,
 ): Promise<CaseResult> {
-  const { backend, data, hyper, progress } = opts;
+  const { backend, data, config, progress } = opts;
   const layer = data.layers.find((l) => l.layer === c.layer);
   if (!layer) throw new MonobenchError(`case ${c.id}: layer ${c.layer} is not in the data`);
-  const caseDir = join(opts.outDir, "cases", c.id);
-  const resultPath = join(caseDir, "result.json");
-  const done = await readJsonIf<CaseResult>(resultPath);
-  if (done && done.id === c.id) {
-    progress?.log(`case ${index}/${total} ${c.id}: already measured, reusing ${resultPath}`);
-    return done;
+  const rel = caseSeedDir(c.id, seed);
+  const dir = join(opts.outDir, rel);
+  const label = config.seeds.length > 1 ? `${c.id} seed ${seed}` : c.id;
+  const state = await inspectCase(c, seed, opts);
+  if (state.state === "done") {
+    progress?.log(`case ${index}/${total} ${label}: already measured, reusing ${join(dir, "result.json")}`);
+    return state.result;
   }
-  await Deno.mkdir(caseDir, { recursive: true });
-  const saeDir = join(caseDir, "sae");
-  const resume = (await checkpointLocation(saeDir)) !== null;
+  if (state.state === "mismatch") {
+    // precheckCases has refused or cleared these; a change since then is a concurrent edit.
+    throw new MonobenchError(`cannot reuse ${dir}: ${state.reason}`);
+  }
+  const provenance = provenanceOf(c, seed, opts);
+  const saeDir = join(dir, "sae");
+  const resume = state.state === "partial";
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    if (!resume) await atomicWrite(join(dir, "provenance.json"), jsonText(provenance));
+  } catch (e) {
+    throw asIoError(e, `case ${label}: cannot write in ${dir}`);
+  }
 
-  progress?.beginCase(index, c.id, hyper.steps, resume ? "train (resumed)" : "train");
-  const trained = await trainSae(backend, layer.train, {
-    variant: c.sae,
-    expansion: c.expansion,
-    k: c.k,
-    auxkAlpha: hyper.auxkAlpha,
-    deadAfterTokens: hyper.deadAfterTokens,
-    thresholdStartStep: hyper.thresholdStartStep,
-    thresholdBeta: hyper.thresholdBeta,
-    steps: hyper.steps,
-    batchSize: hyper.batchSize,
-    warmupSteps: hyper.warmupSteps,
-    lr: opts.lr ?? hyper.lrRule,
-    seed: opts.seed,
-  }, {
-    checkpointDir: saeDir,
-    checkpointEvery: hyper.checkpointEvery,
-    resumeDir: resume ? saeDir : undefined,
-    onProgress: (p) => progress?.step(p.step),
-  });
+  progress?.beginCase(index, label, config.train.steps, resume ? "train (resumed)" : "train");
+  let trained;
+  try {
+    trained = await trainSae(backend, layer.train, trainInput(config, c, seed), {
+      checkpointDir: saeDir,
+      checkpointEvery: config.train.checkpointEvery,
+      resumeDir: resume ? saeDir : undefined,
+      // A fresh start in a directory with a stale partial checkpoint (no provenance.json before)
+      // cannot happen: inspectCase calls that a mismatch.
+      onProgress: (p) => progress?.step(p.step),
+    });
+  } catch (e) {
+    throw asIoError(e, `case ${label}: cannot write its checkpoint in ${saeDir}`);
+  }
   const params = trained.params;
 
   progress?.setPhase("eval", 2 + data.similarity.length);
@@ -140,6 +314,7 @@ export async function runCase(
 
   const result: CaseResult = {
     id: c.id,
+    seed,
     layer: c.layer,
     sourceLayer: layer.sourceLayer,
     sae: c.sae,
@@ -147,8 +322,8 @@ export async function runCase(
     d: layer.d,
     width: params.cfg.width,
     k: c.k,
-    steps: hyper.steps,
-    batchSize: hyper.batchSize,
+    steps: config.train.steps,
+    batchSize: config.train.batchSize,
     lr: trained.lr,
     backend: backend.name,
     trainSeconds: trained.seconds,
@@ -161,9 +336,10 @@ export async function runCase(
     deadCount: rec.deadCount,
     deadFraction: rec.deadFraction,
     deadTrain: trained.deadTrain,
-    checkpoint: join("cases", c.id, "sae"),
+    checkpoint: join(rel, "sae"),
+    provenance,
   };
-  await atomicWrite(resultPath, jsonText(result));
+  await atomicWrite(join(dir, "result.json"), jsonText(result));
   const main = ms[0];
   progress?.endCase(
     `R² ${rec.r2.toFixed(1)}%, L0 ${rec.l0.toFixed(1)}, MS(${main.encoder}) mean ${
@@ -173,30 +349,54 @@ export async function runCase(
   return result;
 }
 
-/** Run every case (layers first). Returns the layer and case results in case order. */
+/** Refuse settings the data cannot run: a missing layer, a batch larger than the training split. */
+export function checkRunnable(
+  cases: readonly BenchCase[],
+  config: Readonly<MonobenchConfig>,
+  data: RunData,
+): void {
+  check(cases.length > 0, "nothing to run: the grid selection is empty");
+  const have = data.layers.map((x) => x.layer);
+  for (const l of new Set(cases.map((c) => c.layer))) {
+    const layer = data.layers.find((x) => x.layer === l);
+    if (!layer) {
+      throw new MonobenchError(
+        `the grid needs layer ${l} but the data has only ${have.join(", ")}`,
+        `filter the grid, e.g. --grid "layers=${have.join(",")}"`,
+      );
+    }
+    if (config.train.batchSize > layer.train.n) {
+      throw new MonobenchError(
+        `batch size ${config.train.batchSize} is larger than the training data of layer ${l} (${layer.train.n} rows)`,
+        `use --batch ${layer.train.n} or less, or more training data`,
+      );
+    }
+  }
+}
+
+/**
+ * Run every case for every seed (layers first; seed by seed, so that an interrupted run has a
+ * complete grid for its first seeds). Returns the layer results and one result per case and seed.
+ */
 export async function runPipeline(
   cases: readonly BenchCase[],
   opts: PipelineOptions,
 ): Promise<{ layers: LayerResult[]; cases: CaseResult[] }> {
-  check(cases.length > 0, "nothing to run: the grid selection is empty");
-  const needed = [...new Set(cases.map((c) => c.layer))];
+  checkRunnable(cases, opts.config, opts.data);
+  await precheckCases(cases, opts);
   const layers: LayerResult[] = [];
-  for (const l of needed) {
-    const layer = opts.data.layers.find((x) => x.layer === l);
-    if (!layer) {
-      throw new MonobenchError(
-        `the grid needs layer ${l} but the data has only ${opts.data.layers.map((x) => x.layer).join(", ")}`,
-        `filter the grid, e.g. --grid "layers=${opts.data.layers.map((x) => x.layer).join(",")}"`,
-      );
-    }
-    layers.push(await measureLayer(layer, opts.data, opts.outDir, opts.progress));
+  for (const l of [...new Set(cases.map((c) => c.layer))]) {
+    layers.push(await measureLayer(opts.data.layers.find((x) => x.layer === l)!, opts));
   }
   const results: CaseResult[] = [];
-  for (const [i, c] of cases.entries()) {
-    const lr = layers.find((l) => l.layer === c.layer)!;
-    const r = await runCase(c, i + 1, cases.length, lr, opts);
-    results.push(r);
-    await opts.onCase?.(results, layers);
+  const total = cases.length * opts.config.seeds.length;
+  let i = 0;
+  for (const seed of opts.config.seeds) {
+    for (const c of cases) {
+      const lr = layers.find((l) => l.layer === c.layer)!;
+      results.push(await runCase(c, seed, ++i, total, lr, opts));
+      await opts.onCase?.(results, layers);
+    }
   }
   return { layers, cases: results };
 }
