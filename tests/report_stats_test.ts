@@ -3,6 +3,7 @@ import { aggregateCases, curveBand, diffStat, meanInterval, seedOf, stat } from 
 import { syntheticCase, syntheticMs } from "../src/report/synthetic.ts";
 import type { CaseResult } from "../src/types.ts";
 import { MonobenchError } from "../src/util/errors.ts";
+import { studentTQuantile } from "../src/util/tdist.ts";
 
 /** Student-t quantiles in closed form: df = 1 (Cauchy), 2, and 4. */
 const t1 = (p: number) => Math.tan(Math.PI * (p - 0.5));
@@ -33,6 +34,8 @@ Deno.test("stat: Student-t intervals match the closed-form quantiles (df 1, 2, 4
     ok(close(m.mean - m.lo, m.hi - m.mean));
   }
   ok(close(t4(0.975), 2.7764451, 1e-7)); // the printed table value
+  // Far tails need a bracket wider than any fixed bound: t_{.99999,1} ≈ 31831.
+  for (const p of [0.9995, 0.99999, 0.00001]) ok(close(studentTQuantile(p, 1), t1(p), 1e-8), `p ${p}`);
   throws(() => meanInterval(v, 1), MonobenchError);
   throws(() => meanInterval(v, 0), MonobenchError);
 });

@@ -140,6 +140,9 @@ Deno.test("svg: chart basics", () => {
   ok(svg.includes(">16</text>"));
   ok(lineChart({ title: "n", xLabel: "", yLabel: "", series: [] }).includes("no data"));
   deepStrictEqual(niceTicks(0, 1, 5), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+  // A one-ulp span (MS max 1 next to 1 + 2⁻⁵²) once looped forever.
+  deepStrictEqual(niceTicks(1, 1 + 2 ** -52), [1]);
+  deepStrictEqual(niceTicks(-0.3, 0.7, 5), [-0.2, 0, 0.2, 0.4, 0.6]);
 });
 
 Deno.test("atomic writes: a failure leaves the old file intact and no temp file", async () => {

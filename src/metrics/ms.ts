@@ -79,7 +79,9 @@ function checkInputs(acts: ActMatrix, emb: Float32Array, D: number, what: string
  */
 function finish(zTop: number, hDot: number, h2: number, sz2: number, den: number): number {
   if (!(den > 0)) return NaN;
-  return (zTop * hDot + 0.5 * (h2 - sz2)) / den;
+  // A weighted mean of cosines lies in [−1, 1]; rounding can step an ulp past it (e.g. 1 + 2⁻⁵²).
+  const ms = (zTop * hDot + 0.5 * (h2 - sz2)) / den;
+  return ms > 1 ? 1 : ms < -1 ? -1 : ms;
 }
 
 /** ê · g[go..go+D) for the embedding row at E[eo..eo+D) with inverse norm `inv`. */

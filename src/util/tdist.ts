@@ -67,7 +67,10 @@ export function studentTCdf(t: number, df: number): number {
 export function studentTQuantile(p: number, df: number): number {
   if (!(p > 0 && p < 1) || !(df > 0)) return NaN;
   if (p === 0.5) return 0;
-  let lo = -1e3, hi = 1e3;
+  // Grow the bracket until it holds p: at df = 1 the 0.9995 quantile is already ≈ 637.
+  let lo = -1, hi = 1;
+  while (studentTCdf(hi, df) < p) hi *= 2;
+  while (studentTCdf(lo, df) > p) lo *= 2;
   for (let i = 0; i < 200; i++) {
     const mid = (lo + hi) / 2;
     if (studentTCdf(mid, df) < p) lo = mid;
