@@ -20,6 +20,7 @@ import {
   parseSimilaritySpec,
 } from "../src/io/import.ts";
 import { check } from "../src/util/errors.ts";
+import { enterCallerCwd } from "../src/util/paths.ts";
 
 export const HELP = `monobench import — convert your arrays into activation stores (and data manifests)
 
@@ -166,4 +167,7 @@ export function main(argv: string[], io: Io = defaultIo): Promise<number> {
   return runCli(() => run(argv, io), io);
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  enterCallerCwd();
+  Deno.exit(await main(Deno.args));
+}

@@ -13,8 +13,10 @@ import { type Matrix, openMatrix } from "../src/io/import.ts";
 import { formatMeasure, loadSaeForMeasure, measureSae, reportJson, scoresCsv } from "../src/io/measure.ts";
 import { atomicWrite } from "../src/report/atomic.ts";
 import { manifestData } from "../src/run/data.ts";
+import { loadSaeModules } from "../src/run/modules.ts";
 import "../src/sae/mod.ts";
 import { check } from "../src/util/errors.ts";
+import { enterCallerCwd, userPath } from "../src/util/paths.ts";
 
 export const HELP = `monobench measure — MS, R², L0 and dead latents of an existing SAE checkpoint
 
@@ -29,6 +31,8 @@ The SAE
                       or a dictionary_learning BatchTopKSAE / MatroyshkaBatchTopKSAE checkpoint
                       as the reference code writes it: an ae.pt / ae_<step>.pt file, or its
                       trainer_0 folder (config.json, ae.pt, checkpoints/ae_<step>.pt)
+  --sae-module FILE   import a TypeScript module that registers the checkpoint's SAE variant
+                      (e.g. examples/jumprelu.ts; repeatable), as in deno task reproduce
   --step S            in a trainer_0 folder: checkpoints/ae_S.pt (default 100000, what the
                       paper's scripts load) or "final" for ae.pt
 Data (evaluation split; the same images, in the same order, in every file)
@@ -63,6 +67,7 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
     allowPositionals: false,
     options: {
       sae: { type: "string" },
+      "sae-module": { type: "string", multiple: true, default: [] },
       step: { type: "string" },
       data: { type: "string" },
       layer: { type: "string" },
@@ -115,6 +120,8 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
     }
   }
 
+  // User variants must be registered before their checkpoint can be read.
+  await loadSaeModules((v["sae-module"] as string[]).map((m) => userPath(m)));
   // The SAE first: cheap, and the most likely thing to be wrong.
   const sae = await loadSaeForMeasure(v.sae, { step });
 
@@ -188,4 +195,7 @@ export function main(argv: string[], io: Io = defaultIo): Promise<number> {
   return runCli(() => run(argv, io), io);
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  enterCallerCwd();
+  Deno.exit(await main(Deno.args));
+}

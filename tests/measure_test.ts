@@ -385,3 +385,64 @@ Deno.test("measure: CLI as a subprocess — exit code 2 and a one-line message f
     assert.equal(help, 0);
   });
 });
+
+Deno.test("measure: --sae-module registers a user architecture before its checkpoint is read", async () => {
+  await withTmp(async (dir) => {
+    const { trainSae, saveSae } = await import("../src/train/mod.ts");
+    await import("../examples/jumprelu.ts");
+    const rng = new Rng(11);
+    const n = 64, d = 8;
+    const x = rng.normals(n * d, 1);
+    const trained = await trainSae(new CpuBackend(), x, {
+      variant: "jumprelu",
+      d,
+      width: 16,
+      steps: 6,
+      batchSize: 32,
+      warmupSteps: 1,
+    });
+    const saeDir = join(dir, "sae");
+    await saveSae(saeDir, trained.params);
+    await Deno.writeFile(join(dir, "acts.npy"), npy(n, d, x));
+    const measure = (extra: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../tasks/measure.ts", import.meta.url).pathname,
+          "--sae",
+          saeDir,
+          "--acts",
+          join(dir, "acts.npy"),
+          "--backend",
+          "cpu",
+          ...extra,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+    const without = await measure([]);
+    const err = new TextDecoder().decode(without.stderr);
+    assert.equal(without.code, 2, err);
+    assert.match(err, /unknown SAE variant "jumprelu"/);
+    const withModule = await measure([
+      "--sae-module",
+      new URL("../examples/jumprelu.ts", import.meta.url).pathname,
+    ]);
+    const out = new TextDecoder().decode(withModule.stdout);
+    assert.equal(withModule.code, 0, new TextDecoder().decode(withModule.stderr));
+    assert.match(out, /L0/);
+    // Under `deno task` relative paths mean the caller's directory (INIT_CWD), not the repo's.
+    const rel = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../tasks/measure.ts", import.meta.url).pathname, "--sae", "sae"]
+        .concat(["--acts", "acts.npy", "--backend", "cpu", "--sae-module"])
+        .concat([new URL("../examples/jumprelu.ts", import.meta.url).pathname]),
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", INIT_CWD: dir, npm_config_user_agent: "deno/2.9.6" },
+    }).output();
+    assert.equal(rel.code, 0, new TextDecoder().decode(rel.stderr));
+  });
+});

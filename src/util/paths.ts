@@ -33,3 +33,13 @@ export function isWithin(inner: string, outer: string): boolean {
 export function toFileUrl(p: string): string {
   return pathToFileURL(resolve(p)).href;
 }
+
+/**
+ * Make the caller's directory the working directory, so that every relative path a user gives a
+ * task (also inside specs such as `last:train=acts/a.npy`) means what it means in their shell.
+ * For tasks that keep no files of their own under relative paths.
+ */
+export function enterCallerCwd(): void {
+  const cwd = callerCwd();
+  if (cwd !== Deno.cwd()) Deno.chdir(cwd);
+}
