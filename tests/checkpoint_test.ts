@@ -429,5 +429,18 @@ Deno.test("training checkpoints carry the origin they are given", async () => {
     assert.deepEqual([c.model_name, c.hook_name, c.hook_layer, c.dataset_path], ["m", "block_16", 16, "d"]);
     assert.equal(c.monobench.step, 10);
     assert.deepEqual((await loadTrainCheckpoint(`${dir}/ck`)).weights, ck.weights);
+    // trainSae passes its origin option to every checkpoint it writes.
+    const origin = { modelName: "mm", hookName: "post_projection", hookLayer: -1, datasetPath: "dd" };
+    await trainSae(new CpuBackend(), data.x, { ...base, d: 8, steps: 10 }, {
+      checkpointDir: `${dir}/ck2`,
+      origin,
+    });
+    const c2 = JSON.parse(await Deno.readTextFile(`${dir}/ck2/cfg.json`));
+    assert.deepEqual([c2.model_name, c2.hook_name, c2.hook_layer, c2.dataset_path], [
+      "mm",
+      "post_projection",
+      -1,
+      "dd",
+    ]);
   });
 });

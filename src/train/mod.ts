@@ -19,7 +19,7 @@ export {
   saveTrainCheckpoint,
   toRawParams,
 } from "./checkpoint.ts";
-export type { HistoryEntry, TrainCheckpoint } from "./checkpoint.ts";
+export type { HistoryEntry, SaeOrigin, TrainCheckpoint } from "./checkpoint.ts";
 export { encodeDataset, reconstruct } from "./encode.ts";
 export type { EncodeOptions } from "./encode.ts";
 export { decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors } from "./safetensors.ts";

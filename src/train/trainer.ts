@@ -25,6 +25,7 @@ import {
   checkpointLocation,
   type HistoryEntry,
   loadTrainCheckpoint,
+  type SaeOrigin,
   saveTrainCheckpoint,
   toRawParams,
   type TrainCheckpoint,
@@ -61,6 +62,8 @@ export interface TrainOptions {
   overwrite?: boolean;
   /** Called at every sync. Throwing aborts training (the last checkpoint stays). */
   onProgress?: (p: TrainProgress) => void;
+  /** Where the training activations came from, for the SAELens fields of cfg.json. */
+  origin?: SaeOrigin;
 }
 
 export interface TrainResult {
@@ -205,6 +208,7 @@ export async function trainSae(
       opt: await engine.readOptState(),
       history,
       elapsedSeconds: elapsed(),
+      ...(opts.origin ? { origin: opts.origin } : {}),
     };
     const { extra, ...core } = ck.weights;
     for (const [n, a] of [...Object.entries(core), ...Object.entries(extra ?? {})]) {
