@@ -326,3 +326,13 @@ Deno.test("Matryoshka loss equals a direct dense computation of the reference fo
     eng.dispose();
   }
 });
+
+Deno.test("registerSae refuses an incomplete variant, also outside the CLI", async () => {
+  const { registerSae } = await import("../src/sae/registry.ts");
+  const { MonobenchError } = await import("../src/util/errors.ts");
+  const { throws } = await import("node:assert/strict");
+  throws(
+    () => registerSae({ name: "half-done", description: "x", architecture: "topk", defaults: {} } as never),
+    (e: unknown) => e instanceof MonobenchError && /hook groups\(\) is missing/.test(e.message),
+  );
+});

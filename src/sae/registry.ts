@@ -12,6 +12,40 @@ import { reluL1 } from "./relu.ts";
 
 const registry = new Map<string, SaeVariant>();
 
+const FUSED_HOOKS = [
+  "groups",
+  "reconWeights",
+  "initDecoder",
+  "trainCapacity",
+  "trainActivation",
+  "inferenceCapacity",
+  "inferenceActivation",
+] as const;
+const MODEL_HOOKS = ["params", "initDecoder", "forward", "encode"] as const;
+const OPTIONAL_HOOKS = ["validate", "penalty", "saeLensTensors", "fromSaeLens"] as const;
+
+/** Problems of a variant's shape (missing or non-function hooks, bad fields); empty = fine. */
+export function variantProblems(v: SaeVariant): string[] {
+  const o = v as unknown as Record<string, unknown>;
+  const out: string[] = [];
+  const hooks = isModelVariant(v) ? MODEL_HOOKS : FUSED_HOOKS;
+  for (const h of hooks) {
+    if (typeof o[h] !== "function") {
+      out.push(`hook ${h}() is ${o[h] === undefined ? "missing" : "not a function"}`);
+    }
+  }
+  for (const h of OPTIONAL_HOOKS) {
+    if (o[h] !== undefined && typeof o[h] !== "function") out.push(`${h} is not a function`);
+  }
+  if (typeof o.description !== "string") out.push(`"description" is not a string`);
+  if (typeof o.architecture !== "string") out.push(`"architecture" is not a string`);
+  if (o.defaults === null || typeof o.defaults !== "object") out.push(`"defaults" is not an object`);
+  if (!isModelVariant(v) && typeof o.tracksThreshold !== "boolean") {
+    out.push(`"tracksThreshold" is not a boolean`);
+  }
+  return out;
+}
+
 /** Register a variant under `variant.name` (replacing one of the same name only if `replace`). */
 export function registerSae(variant: SaeVariant, opts: { replace?: boolean } = {}): void {
   check(
@@ -19,6 +53,12 @@ export function registerSae(variant: SaeVariant, opts: { replace?: boolean } = {
     `SAE variant name must be lower-case letters, digits, - or _; got ${JSON.stringify(variant.name)}`,
   );
   check(!registry.has(variant.name) || opts.replace, `SAE variant "${variant.name}" is already registered`);
+  const problems = variantProblems(variant);
+  check(
+    problems.length === 0,
+    `variant "${variant.name}" is incomplete: ${problems.join("; ")}`,
+    "see examples/matryoshka_topk.ts (fused) or examples/jumprelu.ts (tape-based) for a complete variant",
+  );
   registry.set(variant.name, variant);
 }
 
