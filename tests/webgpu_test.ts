@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import type { Backend, Codes, CodesT, Tensor } from "../src/backend/types.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../src/backend/webgpu/backend.ts";
+import { settleDawn } from "../src/backend/webgpu/device.ts";
 import { expr } from "../src/compute/expr.ts";
 import { col, Tape } from "../src/compute/tape.ts";
 import { MonobenchError } from "../src/util/errors.ts";
@@ -936,4 +937,17 @@ gtest("tape: gradients of a sparse SAE-like loss match the CPU backend", async (
   };
   const a = await run(cpu), b = await run(gpu);
   ["loss", "dW", "db", "dth"].forEach((n, i) => assertNear(b[i], a[i], n, 1e-4));
+});
+
+// Last: a Dawn device still alive when the module ends crashes the process at exit.
+Deno.test({
+  name: "webgpu: release the devices",
+  ignore: !HAS_GPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    for (const [, g] of devices ?? []) g.destroy();
+    devices = null;
+    await settleDawn();
+  },
 });
