@@ -3,9 +3,27 @@
  * only by asking. Every area's own types live in its own files.
  */
 
-/** The paper's layer names; the embedded default maps each to a depth of its own encoder. */
-export type PaperLayer = "11" | "17" | "22" | "23" | "last";
-export const PAPER_LAYERS: readonly PaperLayer[] = ["11", "17", "22", "23", "last"];
+/**
+ * A layer name, as the data calls it (a manifest's layer, an experiment's): letters, digits, "_"
+ * and "." ({@link LAYER_NAME_PATTERN}), e.g. "11" or "last". "last" always means the final
+ * projection (the reference's layer −1). The name is part of case ids and file names.
+ */
+export type LayerName = string;
+/** Any layer name; kept under the old name of the fixed CLIP union for the modules that use it. */
+export type PaperLayer = LayerName;
+/** Valid layer names (no "-": case ids `${sae}-${layer}-x${ε}-k${K}` stay readable from the right). */
+export const LAYER_NAME_PATTERN: RegExp = /^[A-Za-z0-9_.]+$/;
+/** The CLIP ViT-L layers of the paper's main grid; the embedded default names its five depths so. */
+export const PAPER_LAYERS: readonly LayerName[] = ["11", "17", "22", "23", "last"];
+
+/** Depth order of layer names: numbered layers by number, then other names alphabetically, "last" last. */
+export function compareLayers(a: LayerName, b: LayerName): number {
+  const rank = (l: string) => (l === "last" ? 2 : /^\d+$/.test(l) ? 0 : 1);
+  const ra = rank(a), rb = rank(b);
+  if (ra !== rb) return ra - rb;
+  if (ra === 0) return Number(a) - Number(b);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 /**
  * An activation matrix [n, cols] on the host: dense row-major, or sparse CSR with implicit
@@ -54,7 +72,10 @@ export interface Provenance {
   /** Compute backend name and its device description. */
   backend: string;
   device: string;
-  /** sha256 of the result-relevant part of the run config (src/run/config.ts). */
+  /**
+   * sha256 of the result-relevant part of the run config (src/run/config.ts); for a measured
+   * reference checkpoint, which no config of ours trained, the sha256 of its ae.pt file.
+   */
   configHash: string;
   /** Content hashes of the activation stores read, by role (e.g. "train:last", "similarity:labels"). */
   data: Record<string, string>;
@@ -67,7 +88,7 @@ export interface CaseResult {
   id: string;
   /** Seed of this replicate (cases trained with `--seeds N` give one CaseResult per seed). */
   seed: number;
-  layer: PaperLayer;
+  layer: LayerName;
   /** The embedded/user encoder's layer the paper layer is mapped to. */
   sourceLayer: string;
   sae: string;
@@ -75,6 +96,13 @@ export interface CaseResult {
   d: number;
   width: number;
   k: number;
+  /**
+   * Training steps, batch size and base lr. A measured reference checkpoint (`deno task
+   * measure-reference`) has its checkpoint's step (ae.pt: its config.json's steps), its trainer
+   * config's lr (else the trainer's default rule for its width, what the scripts run) and the
+   * scripts' batch size 4096, which dictionary_learning does not record; its trainSeconds,
+   * finalLoss and deadTrain are NaN (null in JSON).
+   */
   steps: number;
   batchSize: number;
   lr: number;
@@ -97,7 +125,10 @@ export interface CaseResult {
   deadFraction: number;
   /** Latents the trainer counted as dead (AuxK bookkeeping) at the end of training. */
   deadTrain: number;
-  /** Checkpoint directory (cfg.json + sae_weights.safetensors), relative to the run dir. */
+  /**
+   * Checkpoint directory (cfg.json + sae_weights.safetensors), relative to the run dir; for a
+   * measured reference checkpoint its ae.pt file, relative to the measured folder.
+   */
   checkpoint: string;
   /** Where the result comes from (always present in result.json and report.json). */
   provenance?: Provenance;
@@ -105,7 +136,7 @@ export interface CaseResult {
 
 /** Raw-neuron ("No SAE") measurements of one layer. */
 export interface LayerResult {
-  layer: PaperLayer;
+  layer: LayerName;
   sourceLayer: string;
   d: number;
   ms: MsSummary[];

@@ -106,7 +106,7 @@ Deno.test("user SAE types are added by name and validated", () => {
   );
   throws(() => addSaes(paperCases(), ["topk"]), MonobenchError);
   // the K ablation cases do not spawn user-SAE cases of other K
-  const all = addSaes(paperCases(), ["relu"], ["relu"]);
+  const all = addSaes(paperCases(), ["relu"], ["relu"], ["main"]);
   equal(all.filter((c) => c.sae === "relu").length, 30);
 });
 

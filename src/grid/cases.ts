@@ -1,33 +1,40 @@
 /**
- * The paper's experiment grids as benchmark cases, the size presets and the `--grid` filter.
+ * The benchmark cases of a run: the experiments' grids (src/grid/experiments.ts; one file per
+ * paper experiment in experiments/), the size presets over them and the `--grid` filter.
  *
- * - Main grid (paper §4.1, `scripts/monosemanticity_score.sh`): layers 11/17/22/23/last ×
- *   ε ∈ {1, 2, 4, 8, 16, 64} × SAE ∈ {batchtopk, matryoshka}, K = 20 → 60 cases.
- * - K ablation (Table A11, Fig. 5b): Matryoshka, last layer, K ∈ {1, 10, 20, 50}. The caption
- *   says ε = 16, but every number of its K = 20 row equals Matryoshka-last ×1 (R² 66.8, L0 20.0,
- *   best MS .82, mean .16±.17; ×16 would be 77.6 / 20.2 / .91 / .19), so the ablation is taken
- *   at **ε = 1** (see paper.md §3). Its K = 20 case is therefore the main-grid case
- *   `matryoshka-last-x1-k20`; cases are deduplicated by id and carry both groups.
+ * - An experiment is a cross product layers × SAE types × ε × K. Cases of several experiments
+ *   are merged by id, in order of first appearance; a case in two experiments carries both
+ *   groups. The default experiments are the paper's main grid (CLIP ViT-L/14-336, layers
+ *   11/17/22/23/last × ε ∈ {1, 2, 4, 8, 16, 64} × {batchtopk, matryoshka}, K = 20: 60 cases) and
+ *   the K ablation (Matryoshka, last layer, K ∈ {1, 10, 20, 50} at ε = 1, where its K = 20 row
+ *   matches Matryoshka-last ×1 in every table although the caption says ε = 16; its K = 20 case
+ *   is the main grid's `matryoshka-last-x1-k20`): 63 cases.
+ * - A preset sets the training length, batch size, lr rule and seed count, and which cases of
+ *   each experiment run: the experiment's own "presets" filter for smoke and default (all of
+ *   it when it lists none), every case for paper.
  *
  * The grid does not import the SAE registry: user SAE types are added by name and validated
  * against a list of known names passed in by the caller (e.g. `listSaes()`).
  */
 import { MonobenchError } from "../util/errors.ts";
-import { PAPER_LAYERS, type PaperLayer } from "../types.ts";
+import type { LayerName, PaperLayer } from "../types.ts";
+import { defaultExperiments, type Experiment } from "./experiments.ts";
 
-export type CaseGroup = "main" | "k-ablation";
+/** A case's group: the "group" of the experiment it comes from, e.g. "main" or "k-ablation". */
+export type CaseGroup = string;
 
 /** One benchmark case = one SAE to train and measure. */
 export interface BenchCase {
   /** Stable id, `${sae}-${layer}-x${expansion}-k${k}`, e.g. "matryoshka-last-x4-k20". */
   id: string;
-  layer: PaperLayer;
+  /** Layer name, as the data calls it. */
+  layer: LayerName;
   sae: string;
   /** Expansion factor ε (SAE width ω = ε·d). */
   expansion: number;
   /** K of the (batch-)top-K activation. */
   k: number;
-  /** The paper grids this case belongs to. */
+  /** The experiments (their groups) this case belongs to. */
   groups: CaseGroup[];
 }
 
@@ -69,14 +76,8 @@ export interface Preset {
   data: { nTrain?: number; nEval?: number };
 }
 
-export const PAPER_EXPANSIONS: readonly number[] = [1, 2, 4, 8, 16, 64];
-export const PAPER_SAES: readonly string[] = ["batchtopk", "matryoshka"];
+/** The paper's K (main grid). */
 export const PAPER_K = 20;
-export const K_ABLATION_KS: readonly number[] = [1, 10, 20, 50];
-/** ε of the K ablation (the caption's 16 contradicts its own K = 20 row; see the module doc). */
-export const K_ABLATION_EXPANSION = 1;
-export const K_ABLATION_LAYER: PaperLayer = "last";
-export const K_ABLATION_SAE = "matryoshka";
 
 /** The paper's training setup (scripts/monosemanticity_score.sh, trainer defaults). */
 export const PAPER_HYPER: Readonly<TrainHyper> = Object.freeze({
@@ -96,45 +97,38 @@ export function caseId(sae: string, layer: PaperLayer, expansion: number, k: num
   return `${sae}-${layer}-x${expansion}-k${k}`;
 }
 
-/**
- * Build cases from a cross product, merged into `into` by id (groups are unioned). Order of
- * first appearance is kept.
- */
-function addCases(
-  into: Map<string, BenchCase>,
-  layers: readonly PaperLayer[],
-  expansions: readonly number[],
-  saes: readonly string[],
-  ks: readonly number[],
-  group: CaseGroup,
-): void {
-  for (const layer of layers) {
-    for (const sae of saes) {
-      for (const expansion of expansions) {
-        for (const k of ks) {
-          const id = caseId(sae, layer, expansion, k);
-          const prev = into.get(id);
-          if (prev) {
-            if (!prev.groups.includes(group)) prev.groups.push(group);
-          } else {
-            into.set(id, { id, layer, sae, expansion, k, groups: [group] });
-          }
-        }
-      }
+/** Merge cases into `into` by id (groups are unioned); order of first appearance is kept. */
+function mergeCases(into: Map<string, BenchCase>, cases: readonly BenchCase[]): void {
+  for (const c of cases) {
+    const prev = into.get(c.id);
+    if (prev) {
+      for (const g of c.groups) if (!prev.groups.includes(g)) prev.groups.push(g);
+    } else {
+      into.set(c.id, { ...c, groups: [...c.groups] });
     }
   }
 }
 
-/** The full published grid: 60 main cases + the K ablation (3 extra cases; K = 20 is shared) = 63. */
-export function paperCases(): BenchCase[] {
-  const m = new Map<string, BenchCase>();
-  addCases(m, PAPER_LAYERS, PAPER_EXPANSIONS, PAPER_SAES, [PAPER_K], "main");
-  addKAblation(m);
-  return [...m.values()];
+/** Every case of one experiment: layers × SAE types × ε × K, in that nesting order. */
+export function experimentCases(e: Experiment): BenchCase[] {
+  const out: BenchCase[] = [];
+  for (const layer of e.layers) {
+    for (const sae of e.saes) {
+      for (const expansion of e.expansions) {
+        for (const k of e.k) {
+          out.push({ id: caseId(sae, layer, expansion, k), layer, sae, expansion, k, groups: [e.group] });
+        }
+      }
+    }
+  }
+  return out;
 }
 
-function addKAblation(m: Map<string, BenchCase>): void {
-  addCases(m, [K_ABLATION_LAYER], [K_ABLATION_EXPANSION], [K_ABLATION_SAE], K_ABLATION_KS, "k-ablation");
+/** Every case of the experiments (default: the paper's main grid and K ablation, 63 cases). */
+export function paperCases(experiments: readonly Experiment[] = defaultExperiments()): BenchCase[] {
+  const m = new Map<string, BenchCase>();
+  for (const e of experiments) mergeCases(m, experimentCases(e));
+  return [...m.values()];
 }
 
 /**
@@ -179,27 +173,25 @@ export function learningRate(rule: LrRule, width: number): number {
 }
 
 /**
- * Preset case lists. Timings measured on a 2-core EPYC (the CI/dev machine) with the OpenBLAS
- * backend that `--backend auto` picks there; the embedded default's layers have d = 64 / 96 /
- * 160 / 160 / 320 (11 / 17 / 22 / 23 / last).
+ * A preset's cases: per experiment its "presets" filter for smoke and default (every case when
+ * it has none), every case for paper. Timings of the default experiments, measured on a 2-core
+ * EPYC (the CI/dev machine) with the OpenBLAS backend that `--backend auto` picks there; the
+ * embedded default's layers have d = 64 / 96 / 160 / 160 / 320 (11 / 17 / 22 / 23 / last):
  * - smoke: last layer, ε ∈ {1, 2}, both SAEs, K = 20 (4 cases), 30 steps × 64: well under a
  *   minute once the data is prepared (first run: + ≈ 1 min).
- * - default: the paper's main grid without ε = 64 — all five layers × ε ∈ {1, 2, 4, 8, 16} × both
- *   SAEs, K = 20 — plus the K ablation (Matryoshka, last layer, ε = 1, K 1/10/20/50): 53 cases,
- *   300 steps × 512, 3 seeds. One seed took ≈ 7 min with OpenBLAS on a quiet machine and ≈ 14 min
- *   with cpu-mt on a loaded one (load average 3–7).
+ * - default: the main grid without ε = 64 — all five layers × ε ∈ {1, 2, 4, 8, 16} × both SAEs,
+ *   K = 20 — plus the K ablation: 53 cases, 300 steps × 512, 3 seeds. One seed took ≈ 7 min with
+ *   OpenBLAS on a quiet machine and ≈ 14 min with cpu-mt on a loaded one (load average 3–7).
  * - paper: the full grid (63 cases) with the paper's setup: ≈ 1.3e18 flop on CLIP-sized inputs,
  *   roughly a day on one A100-class GPU, far beyond a CPU.
  */
-function presetCaseList(name: PresetName): BenchCase[] {
-  if (name === "paper") return paperCases();
+function presetCaseList(name: PresetName, experiments: readonly Experiment[]): BenchCase[] {
   const m = new Map<string, BenchCase>();
-  if (name === "smoke") {
-    addCases(m, ["last"], [1, 2], PAPER_SAES, [PAPER_K], "main");
-    return [...m.values()];
+  for (const e of experiments) {
+    const all = experimentCases(e);
+    const expr = name === "paper" ? undefined : e.presets[name];
+    mergeCases(m, expr === undefined ? all : applyGridFilter(all, parseGridFilter(expr, all)));
   }
-  addCases(m, ["11", "17", "22", "23", "last"], [1, 2, 4, 8, 16], PAPER_SAES, [PAPER_K], "main");
-  addKAblation(m);
   return [...m.values()];
 }
 
@@ -233,7 +225,8 @@ export const DEFAULT_PRESET_SEEDS = 3;
 
 const PRESET_INFO: Record<PresetName, PresetInfo> = {
   smoke: {
-    description: "last layer, ε 1/2, both SAEs, K=20; 30 steps × 64, 1 seed (under a minute on 2 CPU cores)",
+    description: "each experiment's smoke cases (main grid: last layer, ε 1/2, both SAEs, K=20); " +
+      "30 steps × 64, 1 seed (under a minute on 2 CPU cores)",
     steps: 30,
     batchSize: 64,
     lrRule: SHORT_RUN_LR,
@@ -241,8 +234,8 @@ const PRESET_INFO: Record<PresetName, PresetInfo> = {
     data: { nTrain: 2048, nEval: 1000 },
   },
   default: {
-    description: "all layers × ε 1/2/4/8/16 × both SAEs (the paper's grid without ε=64), plus the K " +
-      `ablation (K 1/10/20/50); 300 steps × 512, ${DEFAULT_PRESET_SEEDS} seeds`,
+    description: "each experiment's default cases (main grid: all layers × ε 1/2/4/8/16 × both SAEs, " +
+      `i.e. without ε=64; the K ablation: K 1/10/20/50); 300 steps × 512, ${DEFAULT_PRESET_SEEDS} seeds`,
     steps: 300,
     batchSize: 512,
     lrRule: SHORT_RUN_LR,
@@ -250,8 +243,8 @@ const PRESET_INFO: Record<PresetName, PresetInfo> = {
     data: { nEval: 2000 }, // nTrain: every remaining balanced digit (6630)
   },
   paper: {
-    description:
-      "the full published grid (60 + 3 cases) with the paper's training setup, 1 seed (hours to days off a GPU)",
+    description: "every case of the experiments (by default the full published grid, 60 + 3 cases) with " +
+      "the paper's training setup, 1 seed (hours to days off a GPU)",
     steps: PAPER_HYPER.steps,
     batchSize: PAPER_HYPER.batchSize,
     lrRule: PAPER_HYPER.lrRule,
@@ -261,20 +254,42 @@ const PRESET_INFO: Record<PresetName, PresetInfo> = {
 };
 
 export interface PresetOptions {
-  /** User SAE types to add to the preset's main grid (same layers/ε as the built-in SAEs, K = 20). */
+  /** User SAE types to add to the preset's grids (experiments with one K: every (layer, ε) at their K). */
   extraSaes?: readonly string[];
-  /** Names accepted in `extraSaes` (e.g. the SAE registry's `listSaes()`); required with `extraSaes`. */
+  /**
+   * Names accepted in `extraSaes` and in the experiments' SAE lists (e.g. the SAE registry's
+   * `listSaes()`); required with `extraSaes`.
+   */
   knownSaes?: readonly string[];
+  /** The experiments whose grids the preset sizes (default: {@link defaultExperiments}). */
+  experiments?: readonly Experiment[];
 }
 
-/** A preset by name, optionally with user SAE types added to its main grid. */
+/** A preset by name over the experiments, optionally with user SAE types added. */
 export function getPreset(name: string, opts: PresetOptions = {}): Preset {
   if (!(PRESET_NAMES as readonly string[]).includes(name)) {
     throw new MonobenchError(`unknown preset "${name}"; valid presets: ${PRESET_NAMES.join(", ")}`);
   }
   const pn = name as PresetName;
   const info = PRESET_INFO[pn];
-  const cases = addSaes(presetCaseList(pn), opts.extraSaes ?? [], opts.knownSaes);
+  const experiments = opts.experiments ?? defaultExperiments();
+  if (experiments.length === 0) throw new MonobenchError("no experiment to run");
+  const gridGroups = experiments.filter((e) => e.k.length === 1).map((e) => e.group);
+  const cases = addSaes(presetCaseList(pn, experiments), opts.extraSaes ?? [], opts.knownSaes, gridGroups);
+  if (opts.knownSaes) {
+    for (const e of experiments) {
+      for (const s of e.saes) {
+        if (!opts.knownSaes.includes(s)) {
+          throw new MonobenchError(
+            `experiment ${e.name} lists unknown SAE type "${s}"; known SAE types: ${
+              opts.knownSaes.join(", ")
+            }`,
+            'register it with --sae-module FILE, or correct the experiment\'s "saes"',
+          );
+        }
+      }
+    }
+  }
   return {
     name: pn,
     description: info.description,
@@ -286,13 +301,16 @@ export function getPreset(name: string, opts: PresetOptions = {}): Preset {
 }
 
 /**
- * Add user SAE types to a case list: every distinct (layer, ε) of the list's main-grid cases
- * gets a K = 20 case for each new SAE. Names are validated against `knownSaes`.
+ * Add user SAE types to a case list: each gets one case per distinct (layer, ε, K) of the cases
+ * in `gridGroups` (default: every case), with their groups. {@link getPreset} passes the groups
+ * of the experiments with a single K, so that a user SAE joins the grids at their K but not a K
+ * ablation. Names are validated against `knownSaes`.
  */
 export function addSaes(
   cases: BenchCase[],
   saes: readonly string[],
   knownSaes?: readonly string[],
+  gridGroups?: readonly CaseGroup[],
 ): BenchCase[] {
   if (saes.length === 0) return cases.map((c) => ({ ...c, groups: [...c.groups] }));
   if (!knownSaes) {
@@ -304,19 +322,28 @@ export function addSaes(
     }
   }
   const m = new Map<string, BenchCase>();
-  for (const c of cases) m.set(c.id, { ...c, groups: [...c.groups] });
-  const pairs: [PaperLayer, number][] = [];
-  const seen = new Set<string>();
+  mergeCases(m, cases);
+  const cells: { layer: LayerName; expansion: number; k: number; groups: CaseGroup[] }[] = [];
   for (const c of cases) {
-    if (!c.groups.includes("main")) continue;
-    const key = `${c.layer}|${c.expansion}`;
-    if (!seen.has(key)) {
-      seen.add(key);
-      pairs.push([c.layer, c.expansion]);
-    }
+    const groups = gridGroups ? c.groups.filter((g) => gridGroups.includes(g)) : c.groups;
+    if (groups.length === 0) continue;
+    const p = cells.find((x) => x.layer === c.layer && x.expansion === c.expansion && x.k === c.k);
+    if (p) {
+      for (const g of groups) if (!p.groups.includes(g)) p.groups.push(g);
+    } else cells.push({ layer: c.layer, expansion: c.expansion, k: c.k, groups: [...groups] });
   }
   for (const sae of saes) {
-    for (const [layer, eps] of pairs) addCases(m, [layer], [eps], [sae], [PAPER_K], "main");
+    mergeCases(
+      m,
+      cells.map((p) => ({
+        id: caseId(sae, p.layer, p.expansion, p.k),
+        layer: p.layer,
+        sae,
+        expansion: p.expansion,
+        k: p.k,
+        groups: [...p.groups],
+      })),
+    );
   }
   return [...m.values()];
 }

@@ -4,6 +4,7 @@
  * variant comparison. `reproduce` calls it after every case and at the end; anything that merges
  * results (sharded runs) should call it too, so that reports never differ by who built them.
  */
+import { defaultExperiments, experimentDiffOptions, runModel } from "../grid/experiments.ts";
 import { type MonobenchConfig, portableConfig } from "../run/config.ts";
 import type { RunProvenance } from "../run/provenance.ts";
 import type { CaseResult, LayerResult } from "../types.ts";
@@ -34,6 +35,8 @@ export interface BuildReportInput {
   tolerances?: Partial<Tolerances>;
   /** The variant comparison view, when asked for. */
   compare?: CompareOptions;
+  /** The paper model the data comes from (a manifest's "model"); default: the experiments' first model. */
+  model?: string | null;
 }
 
 /** Assemble a report (pure: no I/O). */
@@ -41,6 +44,9 @@ export function buildReport(i: BuildReportInput): Report {
   const cases = [...i.cases];
   const layers = [...i.layers];
   const primary = i.config.primary ?? undefined;
+  // The diff compares the experiments' tables, for the data's model (configs older than experiments: the default ones).
+  const experiments = i.config.experiment?.length ? i.config.experiment : defaultExperiments();
+  const paper = experimentDiffOptions(experiments, runModel(experiments, i.model ?? null));
   const report: Report = {
     version: REPORT_VERSION,
     run: {
@@ -62,7 +68,11 @@ export function buildReport(i: BuildReportInput): Report {
     },
     layers,
     cases,
-    diff: diffAgainstPaper(cases, layers, i.fixtures, { primarySource: primary, tolerances: i.tolerances }),
+    diff: diffAgainstPaper(cases, layers, i.fixtures, {
+      ...paper,
+      primarySource: primary,
+      tolerances: i.tolerances,
+    }),
     claims: checkClaims(cases, layers, { paper: paperFigures(i.fixtures) }),
     aggregates: aggregateCases(cases),
     stats: STATS_METHOD,

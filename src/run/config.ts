@@ -24,6 +24,13 @@ import { BACKEND_NAMES, type BackendName } from "../backend/select.ts";
 import { type LrRule, PRESET_NAMES, type PresetName, scaledHyper } from "../grid/cases.ts";
 import { getPreset } from "../grid/cases.ts";
 import { sha256Hex, stableStringify } from "../data/hash.ts";
+import {
+  DEFAULT_EXPERIMENT_NAMES,
+  type Experiment,
+  experimentHashPart,
+  experimentNames,
+  resolveExperiments,
+} from "../grid/experiments.ts";
 import type { TrainInput } from "../train/config.ts";
 import { MonobenchError } from "../util/errors.ts";
 import { callerCwd, isWithin, REPO_ROOT, userPath } from "../util/paths.ts";
@@ -50,9 +57,19 @@ export interface RunDataSpec {
   nEval: number | null;
 }
 
+/** A run that measures existing reference-layout checkpoints instead of training (measure-reference). */
+export interface ReferenceSpec {
+  /** Absolute path of the folder laid out as the reference's sae_train.py writes it. */
+  saeRoot: string;
+  /** `checkpoints/ae_<step>.pt`, or "final" for ae.pt. */
+  step: number | "final";
+}
+
 /** The resolved, frozen run config. */
 export interface MonobenchConfig {
   preset: PresetName;
+  /** The experiments whose grids the preset sizes (src/grid/experiments.ts), as declared. */
+  experiment: Experiment[];
   /** `--grid` filter expression ("" = the whole preset). */
   grid: string;
   /** Extra registered SAE types added to the grid. */
@@ -72,10 +89,13 @@ export interface MonobenchConfig {
   baseline: string | null;
   /** Retrain cases whose stored provenance differs instead of refusing. */
   retrainMismatched: boolean;
+  /** Set by `deno task measure-reference` (no training); absent for `reproduce`. */
+  reference?: ReferenceSpec;
 }
 
 export type ConfigField =
   | "preset"
+  | "experiment"
   | "grid"
   | "sae"
   | "saeModules"
@@ -125,6 +145,7 @@ const DERIVED:
 
 export const CONFIG_FIELDS: readonly ConfigField[] = [
   "preset",
+  "experiment",
   "grid",
   "sae",
   "saeModules",
@@ -145,6 +166,7 @@ export const CONFIG_FIELDS: readonly ConfigField[] = [
 /** The command-line flag of a field, where there is one. */
 export const FIELD_FLAGS: Partial<Record<ConfigField, string>> = {
   preset: "--preset",
+  experiment: "--experiment",
   grid: "--grid",
   sae: "--sae",
   saeModules: "--sae-module",
@@ -181,6 +203,7 @@ const MAX_SEEDS = 1000;
 export const CONFIG_CLI_OPTIONS = {
   config: { type: "string" },
   preset: { type: "string" },
+  experiment: { type: "string", multiple: true },
   grid: { type: "string" },
   sae: { type: "string", multiple: true },
   "sae-module": { type: "string", multiple: true },
@@ -205,7 +228,10 @@ export const CONFIG_HELP = `Config (precedence: built-in defaults < preset < --c
   --config FILE       JSON with any of the keys of the resolved config (see --list), e.g.
                       {"preset": "smoke", "train": {"steps": 100, "warmupSteps": 5}, "seeds": 3}
 Grid
-  --preset NAME       smoke | default | paper (default: default)
+  --preset NAME       smoke | default | paper (default: default): the size of the run
+  --experiment NAME   the paper experiment(s) whose grid to run: a name of experiments/ or a JSON
+                      file (repeatable; default: clip-vitl-main and k-ablation); see
+                      experiments/README.md
   --grid EXPR         filter, e.g. "layers=last,22 eps=1,4 sae=matryoshka k=20" (also from=paper)
   --sae NAMES         add registered SAE types (comma-separated) to the grid
   --sae-module FILE   import a TypeScript module that registers user SAE variants (repeatable)
@@ -259,6 +285,8 @@ export function cliLayer(v: Record<string, unknown>): { layer: ConfigLayer; conf
     if (x !== undefined) layer[f] = x;
   };
   set("preset", s("preset"));
+  const exp = v.experiment as string[] | undefined;
+  if (exp?.length) layer.experiment = exp.flatMap((x) => x.split(",")).map((x) => x.trim()).filter(Boolean);
   set("grid", s("grid"));
   const sae = v.sae as string[] | undefined;
   if (sae?.length) layer.sae = sae.flatMap((x) => x.split(",")).map((x) => x.trim()).filter(Boolean);
@@ -302,6 +330,7 @@ export function cliLayer(v: Record<string, unknown>): { layer: ConfigLayer; conf
 
 const FILE_KEYS = new Set([
   "preset",
+  "experiment",
   "grid",
   "sae",
   "saeModules",
@@ -413,6 +442,8 @@ function validateField(f: ConfigField, v: unknown, src: Source): unknown {
         );
       }
       return v;
+    case "experiment":
+      return resolveExperiments(v, src.base, where);
     case "grid":
       if (typeof v !== "string") bad("must be a string");
       return v;
@@ -519,6 +550,8 @@ export interface ResolveOptions {
   now?: Date;
   /** Base directory of command-line paths (default: the caller's cwd). */
   cwd?: string;
+  /** Make it a run that measures reference-layout checkpoints (`saeRoot` relative to `cwd`). */
+  reference?: ReferenceSpec;
 }
 
 /** Resolve, validate and freeze the run config (see the module doc for the precedence). */
@@ -551,6 +584,7 @@ export async function resolveConfig(opts: ResolveOptions = {}): Promise<Resolved
   const defSrc: Source = { origin: "default", where: (f) => `default ${f}`, base: REPO_ROOT };
   const defaults: ConfigLayer = {
     preset: presetName,
+    experiment: [...DEFAULT_EXPERIMENT_NAMES],
     grid: "",
     sae: [],
     saeModules: [],
@@ -601,6 +635,15 @@ export async function resolveConfig(opts: ResolveOptions = {}): Promise<Resolved
     }
   }
   const config = out as unknown as MonobenchConfig;
+  if (opts.reference) {
+    const step = opts.reference.step;
+    if (step !== "final" && !(Number.isSafeInteger(step) && step >= 0)) {
+      throw new MonobenchError(
+        `--step must be a non-negative integer or "final", got ${JSON.stringify(step)}`,
+      );
+    }
+    config.reference = { saeRoot: userPath(opts.reference.saeRoot, cwd), step };
+  }
 
   // Cross-field checks.
   const t = config.train;
@@ -636,13 +679,18 @@ function originLabel(f: ConfigField, origins: Record<ConfigField, ConfigOrigin>,
 
 /** The result-relevant part of a config (what {@link configHash} covers). */
 export function hashedPart(c: MonobenchConfig): Record<string, unknown> {
-  return {
+  const part: Record<string, unknown> = {
     format: "monobench-config/1",
     train: c.train,
     data: c.data.source === "embedded"
       ? { source: "embedded", nTrain: c.data.nTrain, nEval: c.data.nEval }
       : { source: "manifest" },
   };
+  // The default experiments add nothing, so that runs and baselines made before experiments were files stay valid.
+  const experiment = experimentHashPart(c.experiment);
+  if (experiment) part.experiment = experiment;
+  if (c.reference) part.reference = { step: c.reference.step };
+  return part;
 }
 
 /** sha256 of the canonical JSON (sorted keys) of {@link hashedPart}. */
@@ -657,7 +705,7 @@ export function configJson(c: MonobenchConfig): string {
 
 /** A differing result-relevant field between two configs. */
 export interface ConfigDifference {
-  field: ConfigField | "data.kind";
+  field: ConfigField | "data.kind" | "reference";
   label: string;
   stored: unknown;
   current: unknown;
@@ -673,6 +721,25 @@ export function diffConfigs(stored: MonobenchConfig, current: MonobenchConfig): 
     if (stableStringify(x) !== stableStringify(y)) {
       diffs.push({ field: f, label: fieldLabel(f), stored: x, current: y });
     }
+  }
+  if (stableStringify(a.experiment) !== stableStringify(b.experiment)) {
+    const x = experimentNames(stored.experiment), y = experimentNames(current.experiment);
+    diffs.push({
+      field: "experiment",
+      label: "--experiment",
+      stored: x === y ? `${x} (another version of it)` : x,
+      current: y,
+    });
+  }
+  if (stableStringify(a.reference) !== stableStringify(b.reference)) {
+    const kind = (r: unknown) =>
+      r ? `measuring reference checkpoints (step ${(r as { step: unknown }).step})` : "training";
+    diffs.push({
+      field: "reference",
+      label: "run kind",
+      stored: kind(a.reference),
+      current: kind(b.reference),
+    });
   }
   const da = a.data as Record<string, unknown>, db = b.data as Record<string, unknown>;
   if (da.source !== db.source) {
@@ -715,6 +782,7 @@ export function portableConfig(c: Readonly<MonobenchConfig>, root = REPO_ROOT): 
     out: p(c.out),
     tolerances: q(c.tolerances),
     baseline: q(c.baseline),
+    ...(c.reference ? { reference: { ...c.reference, saeRoot: p(c.reference.saeRoot) } } : {}),
   };
 }
 
@@ -743,8 +811,11 @@ export function trainInput(
 
 /** One line per field: value and where it came from (for `--list`). */
 export function describeConfig(r: ResolvedConfig): string[] {
-  return CONFIG_FIELDS.map((f) => {
-    const v = getPath(r.config, f);
+  const lines = CONFIG_FIELDS.map((f) => {
+    const v = f === "experiment" ? experimentNames(r.config.experiment) : getPath(r.config, f);
     return `  ${f.padEnd(24)} ${JSON.stringify(v)}  (${r.origins[f]})`;
   });
+  const ref = r.config.reference;
+  if (ref) lines.push(`  ${"reference".padEnd(24)} ${JSON.stringify(ref)}  (measure-reference)`);
+  return lines;
 }
