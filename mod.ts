@@ -15,8 +15,8 @@
  */
 
 // Shared types and errors
-export type { ActMatrix, CaseResult, LayerResult, MsSummary, PaperLayer } from "./src/types.ts";
-export { PAPER_LAYERS } from "./src/types.ts";
+export type { ActMatrix, CaseResult, LayerName, LayerResult, MsSummary, PaperLayer } from "./src/types.ts";
+export { LAYER_NAME_PATTERN, PAPER_LAYERS } from "./src/types.ts";
 export { check, checkFinite, MonobenchError } from "./src/util/errors.ts";
 export { Rng } from "./src/util/rng.ts";
 
@@ -79,10 +79,21 @@ export type { SaeOrigin } from "./src/train/checkpoint.ts";
 
 // Grid, pipeline and report
 export * from "./src/grid/cases.ts";
+export {
+  DEFAULT_EXPERIMENT_NAMES,
+  defaultExperiments,
+  listExperimentNames,
+  loadExperiment,
+  parseExperiment,
+} from "./src/grid/experiments.ts";
+export type { Experiment } from "./src/grid/experiments.ts";
 export { embeddedData, manifestData } from "./src/run/data.ts";
-export type { RunData, RunLayer } from "./src/run/data.ts";
+export { dataForExperiments, embeddedForExperiments, manifestEvalData } from "./src/run/data.ts";
+export type { EvalData, EvalLayer, RunData, RunLayer } from "./src/run/data.ts";
+export { planReference, runReference } from "./src/run/measure_reference.ts";
+export type { ReferenceEntry, ReferencePlan } from "./src/run/measure_reference.ts";
 export { dataHashes, verifyRunData } from "./src/run/data.ts";
-export { measureLayer, runCase, runPipeline } from "./src/run/pipeline.ts";
+export { measureLayer, measureSaeOnLayer, runCase, runPipeline } from "./src/run/pipeline.ts";
 export type { PipelineOptions } from "./src/run/pipeline.ts";
 export { cliLayer, configHash, parseSeeds, resolveConfig, trainInput } from "./src/run/config.ts";
 export type { MonobenchConfig, ResolvedConfig, RunTrain } from "./src/run/config.ts";
@@ -91,6 +102,10 @@ export type { RunProvenance } from "./src/run/provenance.ts";
 export type { Provenance } from "./src/types.ts";
 export { acquireRunLock } from "./src/run/lock.ts";
 export { openRunDir } from "./src/run/rundir.ts";
+export { parseShardSpec, planShards, shardRecord, unitsOfShard } from "./src/run/shard.ts";
+export type { ShardInfo, ShardPlan, ShardRecord, ShardSpec } from "./src/run/shard.ts";
+export { mergeRuns, planMerge, readShardDir } from "./src/run/merge.ts";
+export type { MergeInfo, MergeOptions, MergeResult } from "./src/run/merge.ts";
 export { checkSchema, REPORT_SCHEMA, RESULT_SCHEMA } from "./src/run/schemas.ts";
 export { buildReport } from "./src/report/build.ts";
 export { loadFixtures } from "./src/report/fixtures.ts";
@@ -101,7 +116,7 @@ export { aggregateCases, diffStat, stat, STATS_METHOD } from "./src/report/stats
 export type { CaseAggregate, DiffStat, MsAggregate, Stat } from "./src/report/stats.ts";
 export { compareVariants, paretoFront } from "./src/report/compare.ts";
 export type { CompareOptions, Comparison, ComparisonRow, Verdict } from "./src/report/compare.ts";
-export { writeReport } from "./src/report/writers.ts";
+export { renderSummary, writeReport, writeSummary } from "./src/report/writers.ts";
 export {
   baselineFailed,
   checkBaselineConfig,

@@ -26,7 +26,7 @@ import type { CompareOptions } from "../src/report/compare.ts";
 import { diffCounts, loadTolerances } from "../src/report/diff.ts";
 import { loadFixtures } from "../src/report/fixtures.ts";
 import { Progress } from "../src/report/progress.ts";
-import { writeReport } from "../src/report/writers.ts";
+import { writeReport, writeSummary } from "../src/report/writers.ts";
 import { listSaes } from "../src/sae/registry.ts";
 import "../src/sae/mod.ts";
 import {
@@ -36,14 +36,32 @@ import {
   describeConfig,
   resolveConfig,
 } from "../src/run/config.ts";
-import { dataHashes, embeddedData, manifestData, type RunData, verifyRunData } from "../src/run/data.ts";
+import {
+  dataForExperiments,
+  dataHashes,
+  embeddedData,
+  manifestData,
+  type RunData,
+  verifyRunData,
+} from "../src/run/data.ts";
 import { loadSaeModules } from "../src/run/modules.ts";
 import { checkRunnable, runPipeline } from "../src/run/pipeline.ts";
 import { type RunProvenance, softwareInfo } from "../src/run/provenance.ts";
 import { openRunDir } from "../src/run/rundir.ts";
+import {
+  costBasis,
+  describeShardPlan,
+  parseShardSpec,
+  planShards,
+  shardInfo,
+  type ShardRecord,
+  shardRecord,
+  unitsOfShard,
+} from "../src/run/shard.ts";
 import type { CaseResult, LayerResult } from "../src/types.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 import { parseOptions, runCli } from "../src/util/cli.ts";
+import { userPath } from "../src/util/paths.ts";
 
 const HELP =
   `monobench reproduce — train SAEs over the paper's grid, measure MS / R² / L0, diff with the paper
@@ -55,16 +73,23 @@ Report
   --compare VARIANT   add the comparison view: VARIANT against each reference variant at equal
                       layer, ε and K, with paired seed intervals and a verdict
   --compare-with LIST reference variants (comma-separated; default: batchtopk, matryoshka)
+  --summary FILE      also write a short Markdown summary (regression check, claims) to FILE,
+                      e.g. for a CI step summary
+Scale out
+  --shard I/N         run only shard I of N (1 ≤ I ≤ N) of the (case, seed) units, split by
+                      estimated cost; each shard its own --out, then deno task merge
 Actions
   --list              print the selected cases and the resolved config (with where each value
-                      came from), then exit
+                      came from), then exit; with --shard, the shard's units and estimated cost
   -h, --help          this help
 `;
 
 /** The task's own options (actions) next to the config flags; add new ones here. */
-const TASK_OPTIONS = {
+export const TASK_OPTIONS = {
   compare: { type: "string" },
   "compare-with": { type: "string" },
+  summary: { type: "string" },
+  shard: { type: "string" },
   list: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
 } as const;
@@ -89,6 +114,7 @@ export async function main(argv: string[]): Promise<number> {
     grid: config.grid,
     extraSaes: config.sae,
     knownSaes: listSaes(),
+    experiments: config.experiment,
   });
   let compare: CompareOptions | undefined;
   if (v.compare !== undefined || v["compare-with"] !== undefined) {
@@ -106,7 +132,30 @@ export async function main(argv: string[]): Promise<number> {
     }
     compare = { variant, references };
   }
+  const shardSpec = v.shard === undefined ? null : parseShardSpec(v.shard);
+  if (shardSpec && config.baseline) {
+    throw new MonobenchError(
+      "--baseline compares a whole run, and a shard holds only part of it",
+      "run the shards without --baseline, then: deno task merge --baseline FILE --out DIR SHARD_DIR... " +
+        "(--partial to check the shards there are)",
+    );
+  }
+  if (v.summary !== undefined && v.summary.trim() === "") {
+    throw new MonobenchError("--summary must name a file");
+  }
+  // A manifest's layer widths come from its stores; the embedded default's are fixed (src/run/shard.ts).
+  const planShard = async (data?: RunData): Promise<ShardRecord | null> => {
+    if (!shardSpec) return null;
+    const d = data ??
+      (config.data.source === "embedded" ? undefined : await manifestData(config.data.source));
+    const plan = planShards(cases, config.seeds, shardSpec.count, costBasis(config, cases, d));
+    return shardRecord(plan, shardSpec, d?.model ?? null);
+  };
   if (v.list) {
+    const shard = await planShard();
+    if (shard) {
+      for (const line of describeShardPlan(shard)) console.log(line);
+    }
     console.log(`${cases.length} case(s) × ${config.seeds.length} seed(s): ${describeCases(cases)}`);
     for (const c of cases) console.log(`  ${c.id}  [${c.groups.join(", ")}]`);
     console.log(
@@ -121,10 +170,14 @@ export async function main(argv: string[]): Promise<number> {
   const baseline = config.baseline ? await loadBaseline(config.baseline) : undefined;
   if (baseline) checkBaselineConfig(baseline, config, resolved.hash);
   const progress = new Progress();
+  // A manifest run plans its shard from the data's widths below; the embedded default's plan is known now.
+  let shard = config.data.source === "embedded" ? await planShard() : null;
+  if (shardSpec && !shard) shard = await planShard(await manifestData(config.data.source));
   const run = await openRunDir({
     resolved,
     command: `reproduce ${argv.join(" ")}`.trim(),
     log: (m) => progress.log(m),
+    shard,
   });
   // Ctrl-C: release the lock on the way out (a kill -9 leaves it stale; the next run takes it over).
   const onInterrupt = () => {
@@ -155,6 +208,19 @@ export async function main(argv: string[]): Promise<number> {
       data = await manifestData(config.data.source);
     }
     await verifyRunData(data);
+    // The experiments' view of the data: their layer names, the layers and model they need.
+    data = dataForExperiments(
+      data,
+      {
+        experiments: config.experiment,
+        embedded: config.data.source === "embedded",
+        dataWhat: config.data.source === "embedded"
+          ? "the embedded default"
+          : `the data manifest ${config.data.source}`,
+      },
+      cases,
+      fixtures,
+    );
     const sources = data.similarity.map((s) => s.name);
     if (config.primary !== null && !sources.includes(config.primary)) {
       throw new MonobenchError(
@@ -183,11 +249,17 @@ export async function main(argv: string[]): Promise<number> {
         data: hashes,
         seeds: [...config.seeds],
       };
+      if (shard) provenance.shard = shardInfo(shard);
+      const units = shard ? unitsOfShard(shard.plan, shard.index) : undefined;
+      const runCases = units ? cases.filter((c) => units.some((u) => u.id === c.id)) : cases;
       const seeds = config.seeds.length > 1
         ? ` × ${config.seeds.length} seeds (${config.seeds.join(",")})`
         : "";
+      const part = shard
+        ? `shard ${shard.index}/${shard.count}: ${units!.length} (case, seed) unit(s) of `
+        : "";
       progress.log(
-        `run: ${cases.length} case(s)${seeds} [${describeCases(cases)}], ` +
+        `run: ${part}${cases.length} case(s)${seeds} [${describeCases(cases)}], ` +
           `${config.train.steps} steps × ${config.train.batchSize}, backend ${backend.name} ` +
           `(${backend.description}), data: ${data.description}, out: ${run.dir}`,
       );
@@ -211,10 +283,16 @@ export async function main(argv: string[]): Promise<number> {
           fixtures,
           tolerances,
           compare: finished ? compare : undefined,
+          model: data.model,
         });
-      const weights = cases.map((c) => c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 1));
-      progress.start(cases.length * config.seeds.length, config.seeds.flatMap(() => weights));
-      out = await runPipeline(cases, {
+      const weight = (c: (typeof cases)[number]) =>
+        c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 1);
+      const todo = units
+        ? units.map((u) => runCases.find((c) => c.id === u.id)!)
+        : config.seeds.flatMap(() => cases);
+      progress.start(todo.length, todo.map(weight));
+      out = await runPipeline(runCases, {
+        units,
         backend,
         data,
         outDir: run.dir,
@@ -240,8 +318,14 @@ export async function main(argv: string[]): Promise<number> {
       console.log("claims:");
       for (const c of report.claims) console.log(`  [${c.status}] ${c.id}: ${c.statement} — ${c.evidence}`);
 
-      if (baseline) {
-        const cmp = compareWithBaseline(report, baseline);
+      const cmp = baseline ? compareWithBaseline(report, baseline) : undefined;
+      if (v.summary !== undefined) {
+        await writeSummary(userPath(v.summary), report, {
+          baseline: cmp && { path: config.baseline!, comparison: cmp },
+          notes: shard ? [`shard ${shard.index}/${shard.count} of the selection`] : [],
+        });
+      }
+      if (cmp) {
         console.log(`\nbaseline ${config.baseline}:\n${formatBaselineSummary(cmp)}`);
         if (baselineFailed(cmp)) return 1;
       }

@@ -8,7 +8,8 @@ import { join } from "node:path";
 import type { MsSummary } from "../types.ts";
 import { MonobenchError } from "../util/errors.ts";
 import { jsonText } from "../util/json.ts";
-import { atomicWriteAll } from "./atomic.ts";
+import { atomicWrite, atomicWriteAll } from "./atomic.ts";
+import { type BaselineComparison, type Finding, toleranceNote } from "./baseline.ts";
 import { METRIC_LABEL } from "./compare.ts";
 import { diffCounts } from "./diff.ts";
 import { renderHtml } from "./html.ts";
@@ -222,6 +223,23 @@ function diffOurs(d: Report["diff"]["rows"][number]): string {
   return fmt(d.ours, 4);
 }
 
+/** The claims as a Markdown table (report.md and the summary). */
+export function claimsTable(r: Pick<Report, "claims">): string {
+  return table(
+    ["claim", "status", "criterion", "evidence", "paper"],
+    r.claims.map((c) => {
+      const st = claimStatusText(c);
+      return [
+        `${mdCell(c.id)}: ${mdCell(c.statement)}`,
+        c.status === "pass" || c.status === "fail" ? `**${st}**` : mdCell(st),
+        mdCell(c.criterion ?? ""),
+        mdCell(c.evidence),
+        mdCell(c.paper ? `${c.ref}; ${c.paper}` : c.ref),
+      ];
+    }),
+  );
+}
+
 /** report.md: run info, claims, our numbers next to the paper's, comparison, raw neurons, diff. */
 export function renderMarkdown(r: Report): string {
   const sources = reportSources(r);
@@ -231,22 +249,7 @@ export function renderMarkdown(r: Report): string {
   out.push(table(["", ""], runInfoPairs(r).map(([k, v]) => [k, mdCell(v)])), "");
 
   out.push("## Claims", "");
-  out.push(
-    table(
-      ["claim", "status", "criterion", "evidence", "paper"],
-      r.claims.map((c) => {
-        const st = claimStatusText(c);
-        return [
-          `${mdCell(c.id)}: ${mdCell(c.statement)}`,
-          c.status === "pass" || c.status === "fail" ? `**${st}**` : mdCell(st),
-          mdCell(c.criterion ?? ""),
-          mdCell(c.evidence),
-          mdCell(c.paper ? `${c.ref}; ${c.paper}` : c.ref),
-        ];
-      }),
-    ),
-    "",
-  );
+  out.push(claimsTable(r), "");
 
   out.push("## Cases", "");
   const mapText = Object.entries(r.diff.encoderMap).map(([e, s]) => `${s} ↔ paper ${e}`).join(", ") || "none";
@@ -393,6 +396,104 @@ function comparisonMarkdown(cmp: NonNullable<Report["comparison"]>): string[] {
     );
   }
   return out;
+}
+
+// ---- summary (e.g. a CI step summary) ----------------------------------------------------------
+
+export interface SummaryOptions {
+  /** The regression check, when there was one, and the baseline it was run against. */
+  baseline?: { path: string; comparison: BaselineComparison };
+  /** Extra lines shown under the heading (e.g. what a merge combined). */
+  notes?: readonly string[];
+  /** Findings listed per kind at most (default 50). */
+  maxFindings?: number;
+}
+
+function findingRows(fs: readonly Finding[], max: number): string[][] {
+  const v = (x: number | string | null) => (x === null ? "–" : typeof x === "number" ? fmt(x, 4) : mdCell(x));
+  const rows = fs.slice(0, max).map((x) => [
+    mdCell(x.caseId),
+    mdCell(x.metric),
+    v(x.baseline),
+    v(x.current),
+    x.delta === null ? "–" : `${x.delta >= 0 ? "+" : ""}${fmt(x.delta, 4)}`,
+    x.tolerance === null ? "–" : `±${fmt(x.tolerance, 4)}${x.basis === "seed-spread" ? " (seeds)" : ""}`,
+  ]);
+  if (fs.length > max) rows.push([`… and ${fs.length - max} more`, "", "", "", "", ""]);
+  return rows;
+}
+
+/**
+ * A short Markdown summary of a run for a CI step summary: the verdict of the regression check
+ * with its regressions and improvements, the claims table and the paper-diff counts.
+ */
+export function renderSummary(r: Report, o: SummaryOptions = {}): string {
+  const out: string[] = [];
+  const max = o.maxFindings ?? 50;
+  const run = r.run;
+  const seeds = run.seeds ?? [run.seed];
+  out.push(`## monobench: ${mdCell(run.id)}`, "");
+  const nCases = r.aggregates?.length ?? new Set(r.cases.map((c) => c.id)).size;
+  const grid = run.grid ? `, grid \`${mdCell(run.grid)}\`` : "";
+  const hash = mdCell((run.configHash ?? "").slice(0, 12));
+  out.push(
+    `${nCases} case(s) × ${seeds.length} seed(s) (${r.cases.length} results), ` +
+      `preset ${mdCell(run.preset)}${grid}; backend ${mdCell(run.backend)} (${
+        mdCell(run.device)
+      }); config ${hash}`,
+    "",
+  );
+  for (const n of o.notes ?? []) out.push(`- ${mdCell(n)}`);
+  if (o.notes?.length) out.push("");
+  if (o.baseline) {
+    const c = o.baseline.comparison;
+    const failed = c.regressions.length + c.improvements.length > 0;
+    out.push(`### Regression check: ${failed ? "**FAILED**" : "passed"}`, "");
+    const against = mdCell(o.baseline.path);
+    out.push(
+      `Against \`${against}\`: ${c.compared} comparisons, ${c.regressions.length} regression(s), ` +
+        `${c.improvements.length} improvement(s) outside the tolerance (either fails the check).`,
+      "",
+      mdCell(toleranceNote(c)),
+      "",
+    );
+    for (const w of c.warnings) out.push(`- warning: ${mdCell(w)}`);
+    if (c.warnings.length) out.push("");
+    const head = ["case", "metric", "baseline", "current", "delta", "tolerance"];
+    if (c.regressions.length) {
+      out.push("#### Regressions (worse)", "", table(head, findingRows(c.regressions, max)), "");
+    }
+    if (c.improvements.length) {
+      out.push(
+        "#### Improvements (better, outside the tolerance all the same)",
+        "",
+        table(head, findingRows(c.improvements, max)),
+        "",
+      );
+    }
+  }
+  const counts = { pass: 0, fail: 0, other: 0 };
+  for (const c of r.claims) {
+    if (c.status === "pass") counts.pass++;
+    else if (c.status === "fail") counts.fail++;
+    else counts.other++;
+  }
+  out.push(`### Claims: ${counts.pass} pass, ${counts.fail} fail, ${counts.other} other`, "");
+  out.push(claimsTable(r), "");
+  const n = diffCounts(r.diff);
+  out.push(
+    `### Paper diff`,
+    "",
+    `${n.within} within tolerance, ${n.outside} outside, ${n.missing} missing (informative: ` +
+      `${mdCell(r.diff.note)})`,
+    "",
+  );
+  return out.join("\n");
+}
+
+/** Write {@link renderSummary} to `path` atomically. */
+export async function writeSummary(path: string, r: Report, o: SummaryOptions = {}): Promise<void> {
+  await atomicWrite(path, renderSummary(r, o));
 }
 
 export interface WriteOptions {

@@ -33,7 +33,8 @@ import { asIoError, check, MonobenchError } from "../util/errors.ts";
 import { jsonText, nullAsNaN } from "../util/json.ts";
 import type { MonobenchConfig } from "./config.ts";
 import { trainInput } from "./config.ts";
-import { layerDataHashes, type RunData, type RunLayer } from "./data.ts";
+import { type EvalData, type EvalLayer, layerDataHashes, type RunData } from "./data.ts";
+import type { SaeParams } from "../sae/types.ts";
 import {
   caseProvenance,
   describeProvenanceDiff,
@@ -52,6 +53,8 @@ export interface PipelineOptions {
   configHash: string;
   software: SoftwareInfo;
   progress?: Progress;
+  /** Run only these (case id, seed) units, e.g. one shard's (src/run/shard.ts); default: every case × seed. */
+  units?: readonly { id: string; seed: number }[];
   /** Called after each finished case and seed with the results so far (e.g. to refresh the report). */
   onCase?: (cases: readonly CaseResult[], layers: readonly LayerResult[]) => Promise<void> | void;
 }
@@ -59,6 +62,19 @@ export interface PipelineOptions {
 /** Directory of one case and seed, relative to the run directory. */
 export function caseSeedDir(id: string, seed: number): string {
   return join("cases", id, `seed-${seed}`);
+}
+
+/** The (case, seed) units of a run in run order: seed by seed, cases in order, restricted to `opts.units`. */
+export function runUnits(
+  cases: readonly BenchCase[],
+  opts: Pick<PipelineOptions, "config" | "units">,
+): { c: BenchCase; seed: number }[] {
+  const only = opts.units ? new Set(opts.units.map((u) => `${u.id}|${u.seed}`)) : null;
+  const out: { c: BenchCase; seed: number }[] = [];
+  for (const seed of opts.config.seeds) {
+    for (const c of cases) if (!only || only.has(`${c.id}|${seed}`)) out.push({ c, seed });
+  }
+  return out;
 }
 
 /** A case's provenance in this run. */
@@ -171,18 +187,16 @@ export async function precheckCases(
 ): Promise<Map<string, CaseResult>> {
   const done = new Map<string, CaseResult>();
   const bad: { c: BenchCase; seed: number; reason: string; fields: string[] }[] = [];
-  for (const seed of opts.config.seeds) {
-    for (const c of cases) {
-      const s = await inspectCase(c, seed, opts);
-      if (s.state === "done") done.set(`${c.id}|${seed}`, s.result);
-      if (s.state === "mismatch") {
-        bad.push({
-          c,
-          seed,
-          reason: s.reason,
-          fields: s.diffs.map((d) => d.field),
-        });
-      }
+  for (const { c, seed } of runUnits(cases, opts)) {
+    const s = await inspectCase(c, seed, opts);
+    if (s.state === "done") done.set(`${c.id}|${seed}`, s.result);
+    if (s.state === "mismatch") {
+      bad.push({
+        c,
+        seed,
+        reason: s.reason,
+        fields: s.diffs.map((d) => d.field),
+      });
     }
   }
   if (bad.length === 0) return done;
@@ -208,8 +222,8 @@ export async function precheckCases(
 
 /** Raw-neuron ("No SAE") MS of one layer for every similarity source (reused when its data is unchanged). */
 export async function measureLayer(
-  layer: RunLayer,
-  opts: Pick<PipelineOptions, "data" | "outDir" | "software" | "progress">,
+  layer: EvalLayer,
+  opts: Pick<PipelineOptions, "outDir" | "software" | "progress"> & { data: EvalData },
 ): Promise<LayerResult> {
   const { data, outDir, progress } = opts;
   const path = join(outDir, "layers", `${layer.layer}.json`);
@@ -244,6 +258,44 @@ export async function measureLayer(
   });
   await atomicWrite(path, jsonText({ provenance, result: r }));
   return r;
+}
+
+/** What is measured on an SAE: MS per similarity source, share above the raw neurons, R²/FVE, L0, dead latents. */
+export interface SaeMeasurement {
+  ms: MsSummary[];
+  fracAboveRaw: Record<string, number>;
+  rec: { r2: number; fve: Record<string, number>; l0: number; deadCount: number; deadFraction: number };
+}
+
+/**
+ * The evaluation of one SAE on a layer's eval split, for a trained case and for a measured
+ * reference checkpoint alike: thresholded encode, R²/FVE, L0 and dead latents, and MS of every
+ * latent for every similarity source (with the share above the layer's raw-neuron mean MS).
+ */
+export async function measureSaeOnLayer(
+  backend: Backend,
+  params: SaeParams,
+  layer: EvalLayer,
+  data: Pick<EvalData, "similarity">,
+  layerResult: LayerResult,
+  progress?: Progress,
+): Promise<SaeMeasurement> {
+  progress?.setPhase("eval", 2 + data.similarity.length);
+  const codes = await encodeDataset(backend, params, layer.eval);
+  progress?.step(1);
+  const x = layer.eval.all();
+  const rec = reconMetrics(x, layer.eval.n, layer.d, codes, params.Wdec, params.bdec);
+  progress?.step(2);
+  const ms: MsSummary[] = [];
+  const fracAboveRaw: Record<string, number> = {};
+  for (const [i, s] of data.similarity.entries()) {
+    const scores = msScores(codes, s.eval.all(), s.eval.d);
+    ms.push(summarizeMs(scores, s.name));
+    const raw = layerResult.ms.find((m) => m.encoder === s.name);
+    fracAboveRaw[s.name] = raw ? fracAbove(scores, raw.mean) : NaN;
+    progress?.step(3 + i);
+  }
+  return { ms, fracAboveRaw, rec };
 }
 
 /** Train (or resume) and measure one case with one seed. */
@@ -296,21 +348,14 @@ export async function runCase(
   }
   const params = trained.params;
 
-  progress?.setPhase("eval", 2 + data.similarity.length);
-  const codes = await encodeDataset(backend, params, layer.eval);
-  progress?.step(1);
-  const x = layer.eval.all();
-  const rec = reconMetrics(x, layer.eval.n, layer.d, codes, params.Wdec, params.bdec);
-  progress?.step(2);
-  const ms: MsSummary[] = [];
-  const fracAboveRaw: Record<string, number> = {};
-  for (const [i, s] of data.similarity.entries()) {
-    const scores = msScores(codes, s.eval.all(), s.eval.d);
-    ms.push(summarizeMs(scores, s.name));
-    const raw = layerResult.ms.find((m) => m.encoder === s.name);
-    fracAboveRaw[s.name] = raw ? fracAbove(scores, raw.mean) : NaN;
-    progress?.step(3 + i);
-  }
+  const { ms, fracAboveRaw, rec } = await measureSaeOnLayer(
+    backend,
+    params,
+    layer,
+    data,
+    layerResult,
+    progress,
+  );
 
   const result: CaseResult = {
     id: c.id,
@@ -384,19 +429,18 @@ export async function runPipeline(
 ): Promise<{ layers: LayerResult[]; cases: CaseResult[] }> {
   checkRunnable(cases, opts.config, opts.data);
   await precheckCases(cases, opts);
+  const units = runUnits(cases, opts);
   const layers: LayerResult[] = [];
-  for (const l of [...new Set(cases.map((c) => c.layer))]) {
+  for (const l of [...new Set(units.map((u) => u.c.layer))]) {
     layers.push(await measureLayer(opts.data.layers.find((x) => x.layer === l)!, opts));
   }
   const results: CaseResult[] = [];
-  const total = cases.length * opts.config.seeds.length;
+  const total = units.length;
   let i = 0;
-  for (const seed of opts.config.seeds) {
-    for (const c of cases) {
-      const lr = layers.find((l) => l.layer === c.layer)!;
-      results.push(await runCase(c, seed, ++i, total, lr, opts));
-      await opts.onCase?.(results, layers);
-    }
+  for (const { c, seed } of units) {
+    const lr = layers.find((l) => l.layer === c.layer)!;
+    results.push(await runCase(c, seed, ++i, total, lr, opts));
+    await opts.onCase?.(results, layers);
   }
   return { layers, cases: results };
 }

@@ -7,6 +7,8 @@ import { join } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 import { sha256Hex } from "../data/hash.ts";
 import type { Provenance } from "../types.ts";
+import type { MergeInfo } from "./merge.ts";
+import type { ShardInfo } from "./shard.ts";
 import { REPO_ROOT } from "../util/paths.ts";
 
 export type { Provenance };
@@ -25,6 +27,10 @@ export interface SoftwareInfo {
 export interface RunProvenance extends Omit<Provenance, "seed"> {
   gitDirty: boolean | null;
   seeds: number[];
+  /** The shard of a split this run is (`--shard`; src/run/shard.ts); absent or null: the whole run. */
+  shard?: ShardInfo | null;
+  /** For a report merged from shards (`deno task merge`): what was merged. */
+  merge?: MergeInfo;
 }
 
 async function git(args: string[]): Promise<string | null> {

@@ -5,7 +5,9 @@
  * whose result-relevant settings differ is refused, naming the fields, unless
  * `--retrain-mismatched` asks to retrain it under the new settings.
  *
- * run.json: `{format: "monobench-run", version, monobench, startedAt, configHash, config}`.
+ * run.json: `{format: "monobench-run", version, monobench, startedAt, configHash, config, shard}`
+ * (`shard`: the part of a split this directory runs, src/run/shard.ts; null for a whole run). A
+ * directory started as one shard is refused for another shard, or for the whole run.
  */
 import { dirname, join } from "node:path";
 import { atomicWrite } from "../report/atomic.ts";
@@ -15,6 +17,7 @@ import { isWithin, REPO_ROOT } from "../util/paths.ts";
 import { describeDifferences, diffConfigs, type MonobenchConfig, type ResolvedConfig } from "./config.ts";
 import { acquireRunLock, LOCK_FILE, type RunLock } from "./lock.ts";
 import { softwareInfo } from "./provenance.ts";
+import { checkSameShard, parseShardRecord, type ShardRecord } from "./shard.ts";
 
 export const RUN_FILE = "run.json";
 export const RUN_FORMAT = "monobench-run";
@@ -27,6 +30,8 @@ export interface RunFile {
   startedAt: string;
   configHash: string;
   config: MonobenchConfig;
+  /** The shard of a split this directory runs (absent in older run files: none). */
+  shard?: ShardRecord | null;
 }
 
 /** Names left behind by interrupted atomic writes (temp files and directories). */
@@ -93,7 +98,7 @@ export async function cleanTempLeftovers(dir: string, depth = 4): Promise<number
   return removed;
 }
 
-function parseRunFile(path: string, text: string): RunFile {
+export function parseRunFile(path: string, text: string): RunFile {
   let j: Record<string, unknown>;
   try {
     j = JSON.parse(text);
@@ -124,6 +129,7 @@ function parseRunFile(path: string, text: string): RunFile {
   ) {
     throw new MonobenchError(`${path} is malformed (missing config, configHash or startedAt)`);
   }
+  parseShardRecord(j.shard, path);
   return j as unknown as RunFile;
 }
 
@@ -142,6 +148,8 @@ export interface OpenRunDirOptions {
   /** Recorded in the lock for whoever finds it. */
   command: string;
   log?: (message: string) => void;
+  /** The shard this invocation runs (`--shard`), recorded in run.json; null/absent: the whole run. */
+  shard?: ShardRecord | null;
 }
 
 /** Open (or create) the run directory `resolved.config.out`, holding its lock (see the module doc). */
@@ -182,6 +190,7 @@ export async function openRunDir(opts: OpenRunDirOptions): Promise<RunDir> {
       if (!(e instanceof Deno.errors.NotFound)) throw asIoError(e, `cannot read ${runPath}`);
     }
     let startedAt = new Date().toISOString();
+    if (stored) checkSameShard(dir, stored.shard ?? null, opts.shard ?? null);
     if (stored) {
       if (stored.configHash !== hash) {
         const diffs = diffConfigs(stored.config, config);
@@ -207,6 +216,7 @@ export async function openRunDir(opts: OpenRunDirOptions): Promise<RunDir> {
       startedAt,
       configHash: hash,
       config: config as MonobenchConfig,
+      shard: opts.shard ?? null,
     };
     await atomicWrite(runPath, jsonText(file));
     return { dir, startedAt, resumed: stored !== null, lock, close: () => lock.release() };
