@@ -57,12 +57,16 @@ Options
                       are complete)
 Manifest mode
   --manifest FILE     the manifest JSON to write (store paths in it are relative to it)
-  --layer SPEC        LAYER:train=FILES,eval=FILES[,source=NAME] (repeatable); LAYER is one of
-                      11, 17, 22, 23, last; FILES is a file, a folder of parts or a+b+c
-                      (concatenated); NAME records your model's own layer name
+  --layer SPEC        LAYER:[train=FILES,]eval=FILES[,source=NAME] (repeatable); LAYER names the
+                      layer (letters, digits, _ or .: 11, 16, last…; "last" = the final
+                      projection); FILES is a file, a folder of parts or a+b+c (concatenated);
+                      NAME records your model's own layer name; without train= the layer can be
+                      measured (measure, measure-reference) but not trained on
   --similarity S      NAME=FILES: embeddings of the eval images from a similarity encoder, e.g.
                       dinov2=emb/dinov2_val.npy (repeatable; same images, same order as eval)
   --description TEXT  one line describing the data, shown in reports
+  --model NAME        the paper model the activations come from, as the paper tables name it
+                      (e.g. siglip-so400m-14-384), so that the paper diff picks its rows
   -h, --help          this help
 
 Examples
@@ -97,6 +101,7 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
       layer: { type: "string", multiple: true, default: [] },
       similarity: { type: "string", multiple: true, default: [] },
       description: { type: "string" },
+      model: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -139,6 +144,7 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
       manifest: v.manifest,
       storesDir: v.out,
       description: v.description,
+      model: v.model,
       layers: layers.map(parseLayerSpec),
       similarity: sims.map(parseSimilaritySpec),
     }, { ...common, log: io.err });
@@ -151,8 +157,8 @@ export async function run(argv: string[], io: Io = defaultIo): Promise<number> {
   }
 
   check(
-    layers.length === 0 && sims.length === 0 && v.description === undefined,
-    "--layer, --similarity and --description need --manifest FILE",
+    layers.length === 0 && sims.length === 0 && v.description === undefined && v.model === undefined,
+    "--layer, --similarity, --description and --model need --manifest FILE",
   );
   check(parsed.positionals.length > 0, "no input files", "see deno task import --help");
   check(v.out !== undefined, "--out DIR is required: the directory of the activation store to write");

@@ -14,7 +14,7 @@ import {
 } from "../src/io/import.ts";
 import { decodeNpy } from "../src/io/npy.ts";
 import { StoreWriter } from "../src/io/store_writer.ts";
-import { manifestData } from "../src/run/data.ts";
+import { manifestData, manifestEvalData } from "../src/run/data.ts";
 import { MonobenchError } from "../src/util/errors.ts";
 import { Rng } from "../src/util/rng.ts";
 import { main } from "../tasks/import.ts";
@@ -352,11 +352,17 @@ Deno.test("import: spec parsing and CLI errors (in-process and as a subprocess)"
     train: ["a.npy", "b.npy"],
     eval: ["c.npy"],
   });
-  assert.throws(
-    () => parseLayerSpec("12:train=a,eval=b"),
-    mbErr(/layer "12" is not one of 11, 17, 22, 23, last/),
-  );
-  assert.throws(() => parseLayerSpec("last:train=a"), mbErr(/needs train= and eval=/));
+  // Any model's layer names; a dash would make case ids ambiguous.
+  assert.equal(parseLayerSpec("16:train=a,eval=b").layer, "16");
+  assert.throws(() => parseLayerSpec("a-b:train=a,eval=b"), mbErr(/layer name "a-b" must be letters/));
+  assert.throws(() => parseLayerSpec("last:train=a"), mbErr(/needs eval=/));
+  // Evaluation only: no train split.
+  assert.deepEqual(parseLayerSpec("21:eval=c.npy,source=enc.21"), {
+    layer: "21",
+    sourceLayer: "enc.21",
+    train: undefined,
+    eval: ["c.npy"],
+  });
   assert.throws(() => parseLayerSpec("last:train=a,eval=b,foo=c"), mbErr(/unknown key "foo"/));
   assert.throws(() => parseLayerSpec("last:train=a+,eval=b"), mbErr(/empty file name/));
   assert.throws(() => parseSimilaritySpec("di no=x.npy"), mbErr(/simple name/));
@@ -601,5 +607,35 @@ Deno.test("import: manifest from the reference's .pt folders and an embeddings .
     );
     assert.match(e.err[1], /^hint: in Python: torch\.save\(torch\.load\(path\), path\)/);
     assert.deepEqual(await ls(dir), ["clip-stores", "clip.json"]);
+  });
+});
+
+Deno.test("import: an evaluation-only manifest with SigLIP layer names and a model", async () => {
+  await withTmp(async (dir) => {
+    const ev = randomMatrix(9, 4, 15), emb = randomMatrix(9, 3, 16);
+    await Deno.writeFile(join(dir, "val.npy"), npy(9, 4, ev));
+    await Deno.writeFile(join(dir, "emb.npy"), npy(9, 3, emb));
+    const manifest = join(dir, "m.json");
+    const { io } = capture();
+    const code = await main([
+      "--manifest",
+      manifest,
+      "--layer",
+      `16:eval=${join(dir, "val.npy")}`,
+      "--similarity",
+      `clip-vit-b32=${join(dir, "emb.npy")}`,
+      "--model",
+      "siglip-so400m-14-384",
+    ], io);
+    assert.equal(code, 0);
+    const m = JSON.parse(await Deno.readTextFile(manifest));
+    assert.equal(m.model, "siglip-so400m-14-384");
+    assert.equal(m.layers[0].layer, "16");
+    assert.equal(m.layers[0].train, undefined);
+    const data = await manifestEvalData(manifest);
+    assert.equal(data.model, "siglip-so400m-14-384");
+    assert.deepEqual(data.layers[0].eval.all(), ev);
+    // It cannot be trained on.
+    await assert.rejects(manifestData(manifest), MonobenchError);
   });
 });

@@ -7,6 +7,7 @@ import { diffAgainstPaper } from "../src/report/diff.ts";
 import { loadFixtures } from "../src/report/fixtures.ts";
 import { renderHtml } from "../src/report/html.ts";
 import { escapeHtml, lineChart, niceTicks } from "../src/report/svg.ts";
+import { caseSortKey } from "../src/report/format.ts";
 import { syntheticCase, syntheticLayer, syntheticMs, syntheticReport } from "../src/report/synthetic.ts";
 import { type Report, REPORT_VERSION } from "../src/report/types.ts";
 import { renderMarkdown, reportJson, resultsCsv, writeReport } from "../src/report/writers.ts";
@@ -276,4 +277,11 @@ Deno.test("svg: bands, error bars and the scatter chart", async () => {
   equal((sc.match(/class="eb"/g) ?? []).length, 2); // x and y bars
   ok(sc.includes("Pareto front"));
   ok(scatterChart({ title: "n", xLabel: "", yLabel: "", series: [] }).includes("no data"));
+});
+
+Deno.test("report order: numbered layers by number, named ones, then last (any model's layer names)", () => {
+  const layers = ["last", "21", "post_mlp", "11", "2", "16"];
+  const sorted = layers.map((layer) => ({ layer, sae: "b", expansion: 1, k: 20 }))
+    .sort((a, b) => caseSortKey(a) < caseSortKey(b) ? -1 : 1).map((c) => c.layer);
+  deepStrictEqual(sorted, ["2", "11", "16", "21", "post_mlp", "last"]);
 });

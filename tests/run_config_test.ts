@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { loadExperiment } from "../src/grid/experiments.ts";
 import { getPreset, scaledHyper } from "../src/grid/cases.ts";
 import {
   cliLayer,
@@ -59,6 +60,12 @@ function table(
   const abs = (p: string) => join(tmp, p);
   return {
     preset: { file: "paper", cli: "smoke" },
+    experiment: {
+      file: ["k-ablation"],
+      cli: ["siglip-so400m"],
+      fileOut: [loadExperiment("k-ablation")],
+      cliOut: [loadExperiment("siglip-so400m")],
+    },
     grid: { file: "layers=last", cli: "eps=1" },
     sae: { file: ["topk"], cli: ["relu"] },
     saeModules: { file: ["a.ts"], cli: ["b.ts"], fileOut: [abs("a.ts")], cliOut: [abs("b.ts")] },
@@ -163,7 +170,14 @@ Deno.test("config: frozen, canonical hash over the result-relevant part only", a
   assert.equal(r.hash, createHash("sha256").update(text).digest("hex"));
   // Paths, grid, seeds and report options do not change it; training settings and data sizes do.
   const same = await resolveConfig({
-    cli: { preset: "smoke", out: "/elsewhere/x", grid: "eps=1", seeds: [3, 4], primary: "labels", cache: "/c" },
+    cli: {
+      preset: "smoke",
+      out: "/elsewhere/x",
+      grid: "eps=1",
+      seeds: [3, 4],
+      primary: "labels",
+      cache: "/c",
+    },
     now: NOW,
   });
   assert.equal(same.hash, r.hash);

@@ -27,7 +27,7 @@
 import { basename, dirname, extname, join, relative, resolve, sep as SEPARATOR } from "node:path";
 import { ActivationStore, type StoreDType, type StoreHeader } from "../data/store.ts";
 import { atomicWrite } from "../report/atomic.ts";
-import { PAPER_LAYERS, type PaperLayer } from "../types.ts";
+import { LAYER_NAME_PATTERN } from "../types.ts";
 import { check, MonobenchError } from "../util/errors.ts";
 import {
   checkFiniteRows,
@@ -558,9 +558,10 @@ export async function importStore(
 // Manifests
 
 export interface LayerSpec {
-  layer: PaperLayer;
+  layer: string;
   sourceLayer?: string;
-  train: string[];
+  /** Training activations; absent for an evaluation-only manifest (measure, measure-reference). */
+  train?: string[];
   eval: string[];
 }
 
@@ -575,6 +576,8 @@ export interface ManifestSpec {
   /** Directory for the stores (default: `<manifest dir>/<manifest name>-stores`). */
   storesDir?: string;
   description?: string;
+  /** The paper model the activations come from (fixtures' `model` column), written as "model". */
+  model?: string;
   layers: LayerSpec[];
   similarity: SimilaritySpec[];
 }
@@ -586,18 +589,19 @@ function splitFiles(v: string, what: string): string[] {
 }
 
 /**
- * Parse `LAYER:train=FILES,eval=FILES[,source=NAME]` (FILES: `a.npy` or `a.npy+b.npy`, wildcards
- * allowed), e.g. `last:train=acts/last_train.npy,eval=acts/last_val.npy`.
+ * Parse `LAYER:[train=FILES,]eval=FILES[,source=NAME]` (FILES: `a.npy` or `a.npy+b.npy`,
+ * wildcards allowed), e.g. `last:train=acts/last_train.npy,eval=acts/last_val.npy`. Without train=
+ * the layer can be measured but not trained on.
  */
 export function parseLayerSpec(s: string): LayerSpec {
-  const usage = "expected LAYER:train=FILES,eval=FILES[,source=NAME]";
+  const usage = "expected LAYER:[train=FILES,]eval=FILES[,source=NAME]";
   const colon = s.indexOf(":");
   check(colon > 0, `--layer "${s}": ${usage}`);
   const layer = s.slice(0, colon).trim();
   check(
-    (PAPER_LAYERS as readonly string[]).includes(layer),
-    `--layer "${s}": layer "${layer}" is not one of ${PAPER_LAYERS.join(", ")}`,
-    "the paper's layer names; record your model's own layer name with source=NAME",
+    LAYER_NAME_PATTERN.test(layer),
+    `--layer "${s}": layer name "${layer}" must be letters, digits, "_" or "." (e.g. 11, last, block_7)`,
+    '"last" means the final projection; record your model\'s own name for it with source=NAME',
   );
   const fields = new Map<string, string>();
   for (const part of s.slice(colon + 1).split(",")) {
@@ -608,13 +612,13 @@ export function parseLayerSpec(s: string): LayerSpec {
     check(!fields.has(k), `--layer "${s}": "${k}" is given twice`);
     fields.set(k, v);
   }
-  check(fields.has("train") && fields.has("eval"), `--layer "${s}": needs train= and eval=; ${usage}`);
+  check(fields.has("eval"), `--layer "${s}": needs eval=; ${usage}`);
   const source = fields.get("source");
   check(source === undefined || source.length > 0, `--layer "${s}": empty source=`);
   return {
-    layer: layer as PaperLayer,
+    layer,
     sourceLayer: source,
-    train: splitFiles(fields.get("train")!, `--layer ${layer} train`),
+    train: fields.has("train") ? splitFiles(fields.get("train")!, `--layer ${layer} train`) : undefined,
     eval: splitFiles(fields.get("eval")!, `--layer ${layer} eval`),
   };
 }
@@ -696,9 +700,9 @@ export async function importManifest(
   for (const l of spec.layers) {
     check(!seenLayers.has(l.layer), `layer ${l.layer} is given twice`);
     seenLayers.add(l.layer);
-    const train = await openInputs(l.train, opts, `layer ${l.layer} train`);
+    const train = l.train ? await openInputs(l.train, opts, `layer ${l.layer} train`) : null;
     const ev = await openInputs(l.eval, opts, `layer ${l.layer} eval`);
-    if (train[0].d !== ev[0].d) {
+    if (train && train[0].d !== ev[0].d) {
       throw new MonobenchError(
         `layer ${l.layer}: the train files have D = ${train[0].d} but the eval files have D = ${ev[0].d}`,
         "train and eval activations must come from the same layer of the same model",
@@ -707,12 +711,14 @@ export async function importManifest(
     const evalN = ev.reduce((s, x) => s + x.n, 0);
     layerShapes.push({ layer: l.layer, d: ev[0].d, evalN, evalFrom: ev.map((e) => e.path).join("+") });
     const common = { layer: l.layer, sourceLayer: l.sourceLayer ?? l.layer };
-    planned.push({
-      role: `layer ${l.layer} train`,
-      dir: join(storesDir, `${l.layer}-train`),
-      inputs: train,
-      meta: { ...common, split: "train" },
-    });
+    if (train) {
+      planned.push({
+        role: `layer ${l.layer} train`,
+        dir: join(storesDir, `${l.layer}-train`),
+        inputs: train,
+        meta: { ...common, split: "train" },
+      });
+    }
     planned.push({
       role: `layer ${l.layer} eval`,
       dir: join(storesDir, `${l.layer}-eval`),
@@ -771,10 +777,11 @@ export async function importManifest(
   const rel = (role: string) => relPath(mDir, planned.find((p) => p.role === role)!.dir);
   const m = {
     description: spec.description ?? `imported activations (${spec.layers.map((l) => l.layer).join(", ")})`,
+    ...(spec.model !== undefined ? { model: spec.model } : {}),
     layers: spec.layers.map((l) => ({
       layer: l.layer,
       sourceLayer: l.sourceLayer ?? l.layer,
-      train: rel(`layer ${l.layer} train`),
+      ...(l.train ? { train: rel(`layer ${l.layer} train`) } : {}),
       eval: rel(`layer ${l.layer} eval`),
     })),
     similarity: spec.similarity.map((s) => ({ name: s.name, eval: rel(`similarity ${s.name}`) })),

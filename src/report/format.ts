@@ -106,8 +106,8 @@ export function runInfoPairs(r: Report): [string, string][] {
 }
 
 export function caseSortKey(c: Pick<CaseResult, "layer" | "sae" | "expansion" | "k">): string {
-  const layerIdx = ["11", "17", "22", "23", "last"].indexOf(c.layer);
-  return `${String(layerIdx < 0 ? 9 : layerIdx)}|${c.sae}|${String(c.expansion).padStart(4, "0")}|${
-    String(c.k).padStart(4, "0")
-  }`;
+  // The order of compareLayers (numbered layers by number, named ones, then "last") as a string.
+  const l = c.layer;
+  const layer = l === "last" ? "2|" : /^\d+$/.test(l) ? `0|${l.padStart(8, "0")}` : `1|${l}`;
+  return `${layer}|${c.sae}|${String(c.expansion).padStart(4, "0")}|${String(c.k).padStart(4, "0")}`;
 }

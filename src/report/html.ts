@@ -5,7 +5,7 @@
  * with error bars, the K ablation, the Pareto plots of R² against MS and L0, and the comparison
  * view when the report has one.
  */
-import type { LayerResult } from "../types.ts";
+import { compareLayers, type LayerResult } from "../types.ts";
 import { type Comparison, METRIC_LABEL, paretoFront } from "./compare.ts";
 import { diffCounts } from "./diff.ts";
 import {
@@ -48,8 +48,6 @@ function htmlTable(header: string[], rows: string[][]): string {
     rows.map((r) => `<tr>${r.join("")}</tr>`).join("") + "</tbody></table>";
 }
 
-const layerOrder = (l: string) => ["11", "17", "22", "23", "last"].indexOf(l);
-
 const clip1 = (v: number) => Math.max(-1, Math.min(1, v));
 
 const iv = (ss: (Stat | undefined)[], style: "band" | "bars") => ({
@@ -65,7 +63,7 @@ const iv = (ss: (Stat | undefined)[], style: "band" | "bars") => ({
 function curveCharts(aggs: CaseAggregate[], layers: LayerResult[], sources: string[]): string[] {
   const out: string[] = [];
   const layerNames = [...new Set([...layers.map((l) => l.layer), ...aggs.map((c) => c.layer)])]
-    .sort((a, b) => layerOrder(a) - layerOrder(b));
+    .sort(compareLayers);
   for (const layer of layerNames) {
     for (const s of sources) {
       const series: ChartSeries[] = [];

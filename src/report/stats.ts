@@ -316,7 +316,7 @@ export function aggregateCases(cases: readonly CaseResult[]): CaseAggregate[] {
     }
     for (const r of reps) {
       for (const key of CONFIG_KEYS) {
-        if (r[key] !== first[key]) {
+        if (!Object.is(r[key], first[key])) {
           throw new MonobenchError(
             `case ${id}: seed ${seedOf(r)} has ${key} ${JSON.stringify(r[key])}, seed ${seedOf(first)} has ` +
               `${JSON.stringify(first[key])}; replicates of one case must share its configuration`,
