@@ -307,7 +307,14 @@ Deno.test("paths: relative paths resolve against the caller's directory (deno ta
       cwd: tmp,
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      // deno task keeps an inherited INIT_CWD (this suite itself may run under deno task).
+      clearEnv: true,
+      env: Object.fromEntries(
+        ["PATH", "HOME", "DENO_DIR", "XDG_RUNTIME_DIR"].flatMap((k) => {
+          const v = Deno.env.get(k);
+          return v === undefined ? [] : [[k, v]];
+        }).concat([["NO_COLOR", "1"]]),
+      ),
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
