@@ -5,9 +5,11 @@
  * Measured, with equal pinned thread counts everywhere (printed):
  *   gemm:<lib>    one encoder GEMM [B×d]·[d×ω] with each GEMM available here: MLAS from
  *                 onnxruntime-node; OpenBLAS when MONOBENCH_BLAS or the system library loads;
- *                 the multi-threaded TypeScript encoder (on B/128 rows, scaled); PyTorch's
- *                 torch.mm (information only). The floor is the fastest monobench one.
- *   monobench     one cpu-mt training step (forward, backward, Adam), synced.
+ *                 the WebAssembly SIMD GEMM; the multi-threaded TypeScript encoder (on B/512
+ *                 rows, scaled); PyTorch's torch.mm (information only). The floor is the fastest
+ *                 monobench one.
+ *   monobench     one cpu-mt training step (forward, backward, Adam), synced; its process CPU
+ *                 time is printed too (wall ≫ CPU / threads means the machine was busy).
  *   torch dense   the dense reference step (bench/torch_floor.py `dense`, six GEMMs).
  *   torch sparse  the sparse-decoder step (embedding_bag over the active latents, as SAELens and
  *                 sparsify do).
@@ -16,6 +18,7 @@
  * at ε = 16 (medians).
  *
  * Options: --rounds N (5), --eps 4,16, --threads T (MONOBENCH_THREADS or the CPU count),
+ * --gemm auto|openblas|mlas|wasm (monobench's GEMM, default auto: the fastest library here),
  * --python PATH (MONOBENCH_PYTHON or /usr/bin/python3), --no-torch, --torch-blas LIB. For
  * PyTorch on OpenBLAS (Debian's torch otherwise runs the reference BLAS), point MONOBENCH_BLAS
  * (monobench and PyTorch) or --torch-blas (PyTorch only) at libopenblas.so.0: its folder goes on
@@ -23,14 +26,30 @@
  */
 import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
-import { CpuMtBackend, gemmProvider } from "../src/backend/mt.ts";
-import { defaultThreads, sharedF32 } from "../src/backend/pool.ts";
+import { CpuMtBackend, type GemmChoice, gemmProvider } from "../src/backend/mt.ts";
+import { f32 } from "../src/backend/cpu.ts";
+import { defaultThreads } from "../src/backend/pool.ts";
 import type { GemmProvider } from "../src/backend/blas.ts";
 import { getSae, resolveSaeConfig } from "../src/sae/mod.ts";
 import { SaeEngine } from "../src/train/engine.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const D = 768, BATCH = 4096, K = 20, N_ROWS = 2 * BATCH;
+
+/** This process's CPU time (user + system) in seconds, from /proc (NaN where unavailable). */
+function cpuSeconds(): number {
+  try {
+    const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+async function loadAverage(): Promise<string> {
+  const l = await Deno.readTextFile("/proc/loadavg").catch(() => "? ? ?");
+  return l.split(" ").slice(0, 3).join(" ");
+}
 
 function stats(xs: number[]): { min: number; median: number } {
   const s = [...xs].sort((a, b) => a - b);
@@ -154,6 +173,7 @@ async function main(): Promise<void> {
       threads: { type: "string" },
       python: { type: "string" },
       "no-torch": { type: "boolean", default: false },
+      gemm: { type: "string", default: "auto" },
       "torch-blas": { type: "string" },
     },
   });
@@ -165,6 +185,11 @@ async function main(): Promise<void> {
     Deno.exit(2);
   }
   const python = values.python ?? Deno.env.get("MONOBENCH_PYTHON") ?? "/usr/bin/python3";
+  const gemmChoice = values.gemm as GemmChoice;
+  if (!["auto", "openblas", "mlas", "wasm"].includes(gemmChoice)) {
+    console.error("monobench: bench:floor: --gemm must be auto, openblas, mlas or wasm");
+    Deno.exit(2);
+  }
 
   const rng = new Rng(1);
   const data = syntheticData(rng);
@@ -172,7 +197,13 @@ async function main(): Promise<void> {
   const file = join(dir, "x.f32");
   await Deno.writeFile(file, new Uint8Array(data.buffer));
 
-  const be = await CpuMtBackend.create({ threads });
+  let be: CpuMtBackend;
+  try {
+    be = await CpuMtBackend.create({ threads, gemm: gemmChoice });
+  } catch (e) {
+    console.error(`monobench: bench:floor: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(2);
+  }
   const providers: GemmProvider[] = [];
   for (const c of ["openblas", "mlas"] as const) {
     try {
@@ -180,17 +211,19 @@ async function main(): Promise<void> {
       if (p.kind === c) providers.push(p);
     } catch { /* not available here */ }
   }
-  const load = await Deno.readTextFile("/proc/loadavg").catch(() => "?");
+  // The WebAssembly SIMD GEMM (what cpu-mt uses without FFI or a GEMM library).
+  const wasmBe = await CpuMtBackend.create({ threads, gemm: "wasm" }).catch(() => null);
+  if (wasmBe) providers.push(wasmBe.gemmProvider);
   console.log(
     `threads: ${threads} everywhere (monobench workers + GEMM library, torch.set_num_threads, OMP/OPENBLAS_NUM_THREADS)`,
   );
   console.log(`monobench backend: ${be.description}`);
-  // Plain TypeScript candidate: the cpu-mt encoder without a GEMM library, on B/128 rows (scaled).
+  // Plain TypeScript candidate: the cpu-mt encoder without a GEMM library, on B/512 rows (scaled).
   const tsBe = await CpuMtBackend.create({ threads, gemm: "ts" });
   console.log(
     `GEMM candidates: ${providers.map((p) => p.description).join("; ")}; TypeScript (${threads} threads)`,
   );
-  console.log(`load average: ${load.split(" ").slice(0, 3).join(" ")}`);
+  console.log(`load average (1, 5, 15 min): ${await loadAverage()}`);
 
   const summary: Record<number, Record<string, number>> = {};
   for (const eps of epss) {
@@ -217,21 +250,26 @@ async function main(): Promise<void> {
       bdec: new Float32Array(D),
     });
     let stepNo = 0;
+    const cpuTimes: number[] = [];
     const mbStep = async () => {
       const off = (stepNo % 2) * BATCH * D;
-      const t0 = performance.now();
+      const c0 = cpuSeconds(), t0 = performance.now();
       eng.forwardBackward(data.subarray(off, off + BATCH * D), BATCH, { updateThreshold: true, auxk: false });
       eng.optimizerStep({ lr: 1e-4, step: ++stepNo, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxNorm: 1 });
       await be.sync();
-      return (performance.now() - t0) / 1000;
+      const wall = (performance.now() - t0) / 1000;
+      cpuTimes.push(cpuSeconds() - c0);
+      return wall;
     };
-    const x = sharedF32(BATCH * D), W = sharedF32(w * D), C = sharedF32(BATCH * w);
-    x.set(data.subarray(0, BATCH * D));
-    W.set(Wd);
+    // GEMM operands in the WebAssembly memory, so that no candidate copies them.
+    const opBe = wasmBe ?? be;
+    const xt = opBe.tensor(data.subarray(0, BATCH * D), [BATCH, D]), Wt = opBe.tensor(Wd, [w, D]);
+    const Ct = opBe.zeros([BATCH, w]);
+    const x = f32(xt), W = f32(Wt), C = f32(Ct);
     // Warm-up: first allocations, sessions, JIT.
     await mbStep();
     for (const p of providers) timeGemm(p, BATCH, w, x, W, C);
-    const rowsTs = BATCH / 128;
+    const rowsTs = BATCH / 512;
     const tsArgs = [
       tsBe.tensor(data.subarray(0, rowsTs * D), [rowsTs, D]),
       tsBe.tensor(Wd, [w, D]),
@@ -242,7 +280,7 @@ async function main(): Promise<void> {
     const timeTs = () => {
       const t0 = performance.now();
       tsBe.encode(...tsArgs);
-      return (128 * (performance.now() - t0)) / 1000;
+      return (512 * (performance.now() - t0)) / 1000;
     };
     timeTs();
     if (torch) {
@@ -265,9 +303,12 @@ async function main(): Promise<void> {
       }
     }
     eng.dispose();
+    for (const t of [xt, Wt, Ct]) opBe.dispose(t);
     await torch?.close();
     const flop = 2 * BATCH * D * w;
+    const cpu = stats(cpuTimes.slice(1));
     console.log(`\nε=${eps} (ω=${w}, B=${BATCH}, d=${D}, K=${K}), ${rounds} interleaved rounds:`);
+    console.log(`  load average after: ${await loadAverage()}`);
     console.log("  what            min s    median s   GFLOP/s (encoder GEMM, at median)");
     const med: Record<string, number> = {};
     for (const [k, xs] of Object.entries(t)) {
@@ -278,6 +319,12 @@ async function main(): Promise<void> {
         `  ${k.padEnd(14)} ${s.min.toFixed(4).padStart(8)} ${s.median.toFixed(4).padStart(10)}${gf}`,
       );
     }
+    console.log(
+      `  monobench process CPU time per step: median ${cpu.median.toFixed(3)} s (min ${
+        cpu.min.toFixed(3)
+      }), ` +
+        `${threads} threads`,
+    );
     const floor = Math.min(...providers.map((p) => med[`gemm:${p.kind}`]), med["gemm:ts"]);
     const ratios = {
       floor: med.monobench / floor,
@@ -294,6 +341,7 @@ async function main(): Promise<void> {
   }
   be.destroy();
   tsBe.destroy();
+  wasmBe?.destroy();
   await Deno.remove(dir, { recursive: true });
   const last = summary[16] ?? summary[epss[epss.length - 1]];
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "nan");

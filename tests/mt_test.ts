@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { CpuBackend } from "../src/backend/cpu.ts";
-import { CpuMtBackend, type GemmChoice } from "../src/backend/mt.ts";
+import { CpuMtBackend, type CpuMtOptions, type GemmChoice } from "../src/backend/mt.ts";
 import { openBlas } from "../src/backend/blas.ts";
 import { MlasGemm } from "../src/backend/mlas.ts";
 import type { Backend, Codes, Tensor } from "../src/backend/types.ts";
@@ -17,7 +17,7 @@ import { Rng } from "../src/util/rng.ts";
 const cpu = new CpuBackend();
 
 async function withMt(
-  opts: { threads: number; gemm: GemmChoice; grain?: number },
+  opts: CpuMtOptions & { threads: number; gemm: GemmChoice },
   f: (b: CpuMtBackend) => Promise<void> | void,
 ) {
   const b = await CpuMtBackend.create({ grain: 16, ...opts });
@@ -67,9 +67,17 @@ function randomCodes(be: Backend, rng: Rng, rows: number, cols: number, perRow: 
 
 const SHAPES: [B: number, d: number, w: number][] = [[1, 7, 33], [67, 13, 96], [130, 24, 257]];
 
-for (const threads of [2, 3]) {
-  Deno.test(`cpu-mt (${threads} threads): selection, gather and elementwise ops equal the oracle`, async () => {
-    await withMt({ threads, gemm: "ts" }, async (mt) => {
+/** Kernel sets under test: the WebAssembly SIMD kernels ("wasm") and the TypeScript ones ("ts"). */
+const CONFIGS: [threads: number, gemm: "wasm" | "ts"][] = [[1, "wasm"], [2, "wasm"], [3, "wasm"], [2, "ts"], [
+  3,
+  "ts",
+]];
+
+for (const [threads, kern] of CONFIGS) {
+  // TypeScript kernels reproduce the reference's float64 sums; the SIMD kernels sum in float32.
+  const tolOpt = kern === "ts" ? 0 : 2e-6, tolSparse = kern === "ts" ? 1e-6 : 1e-5;
+  Deno.test(`cpu-mt (${kern}, ${threads} threads): selection, gather and elementwise ops equal the oracle`, async () => {
+    await withMt({ threads, gemm: kern }, async (mt) => {
       const rng = new Rng(3 + threads);
       for (const [B, , w] of SHAPES) {
         const v = rng.normals(B * w);
@@ -133,14 +141,123 @@ for (const threads of [2, 3]) {
         };
         const got = await run2(mt), exp = await run2(cpu);
         for (let i = 0; i < exp.length; i++) {
-          close(got[i], exp[i], `B=${B} w=${w} optimiser output ${i}`, i === 4 ? 1e-6 : 0);
+          close(got[i], exp[i], `B=${B} w=${w} optimiser output ${i}`, i === 4 ? 1e-6 : tolOpt);
         }
       }
     });
   });
 
-  Deno.test(`cpu-mt (${threads} threads): sparse decoder ops and losses equal the oracle`, async () => {
-    await withMt({ threads, gemm: "ts" }, async (mt) => {
+  Deno.test(`cpu-mt (${kern}, ${threads} threads): kthLargest then gather (one selection pass) equal the oracle`, async () => {
+    await withMt({ threads, gemm: kern }, async (mt) => {
+      const rng = new Rng(41 + threads);
+      for (const [B, w] of [[1, 300], [67, 96], [130, 257]]) {
+        const v = rng.normals(B * w);
+        for (let i = 0; i < v.length; i += 11) v[i] = 0.75; // ties at the k-th value
+        for (let i = 3; i < v.length; i += 13) v[i] = 0;
+        v[5] = NaN;
+        for (const k of [1, 4 * B, Math.floor(B * w / 3)]) {
+          for (const strict of [false, true]) {
+            for (const capShort of [0, 3]) {
+              const run = async (b: Backend) => {
+                const vt = b.tensor(v, [B, w]), out = b.zeros([2]);
+                const codes = b.codes(B, w, Math.max(1, k + B - capShort * B));
+                b.kthLargest(vt, k, out, 1);
+                b.gather(vt, { kind: "scalar", t: out, slot: 1 }, null, strict, codes);
+                return [
+                  await b.read(out),
+                  await b.read(codes.rowPtr),
+                  await b.read(codes.idx),
+                  await b.read(codes.val),
+                ];
+              };
+              const got = await run(mt), exp = await run(cpu);
+              for (let i = 0; i < exp.length; i++) {
+                assert.deepEqual(
+                  got[i],
+                  exp[i],
+                  `B=${B} w=${w} k=${k} strict=${strict} cap-${capShort} output ${i}`,
+                );
+              }
+            }
+          }
+          // A threshold below the selection's bound (another slot) must not use its candidates.
+          const run2 = async (b: Backend) => {
+            const vt = b.tensor(v, [B, w]), out = b.tensor(new Float32Array([0.01, 0]), [2]);
+            const codes = b.codes(B, w, B * w);
+            b.kthLargest(vt, k, out, 1);
+            b.gather(vt, { kind: "scalar", t: out, slot: 0 }, null, false, codes);
+            return [await b.read(codes.rowPtr), await b.read(codes.idx), await b.read(codes.val)];
+          };
+          const got = await run2(mt), exp = await run2(cpu);
+          for (let i = 0; i < exp.length; i++) {
+            assert.deepEqual(got[i], exp[i], `B=${B} w=${w} k=${k} low threshold ${i}`);
+          }
+        }
+      }
+    });
+  });
+
+  Deno.test(`cpu-mt (${kern}, ${threads} threads): gather that counts then writes (large regions) equals the oracle`, async () => {
+    await withMt({ threads, gemm: kern, gatherRegionBytes: 0 }, async (mt) => {
+      const rng = new Rng(51 + threads);
+      for (const [B, w] of [[1, 40], [67, 96], [130, 257]]) {
+        const v = rng.normals(B * w), thr = rng.normals(B, 0.5);
+        const mask = Uint32Array.from({ length: w }, (_, j) => (j % 4 === 1 ? 0 : 1));
+        for (const cap of [B * w, Math.floor(B * w / 5), 1]) {
+          const run = async (b: Backend) => {
+            const vt = b.tensor(v, [B, w]), t = b.tensor(thr, [B]);
+            const c1 = b.codes(B, w, cap), c2 = b.codes(B, w, cap);
+            b.gather(vt, { kind: "rows", t }, b.tensor(mask, [w]), false, c1);
+            b.gather(vt, { kind: "scalar", t, slot: 2 % B }, null, true, c2);
+            const outs = [c1.rowPtr, c1.idx, c1.val, c2.rowPtr, c2.idx, c2.val];
+            return await Promise.all(outs.map((x) => b.read(x)));
+          };
+          const got = await run(mt), exp = await run(cpu);
+          for (let i = 0; i < exp.length; i++) {
+            assert.deepEqual(got[i], exp[i], `B=${B} w=${w} cap=${cap} output ${i}`);
+          }
+        }
+      }
+    });
+  });
+
+  Deno.test(`cpu-mt (${kern}, ${threads} threads): spmm, sddmm and spmmT equal the oracle`, async () => {
+    await withMt({ threads, gemm: kern }, async (mt) => {
+      const rng = new Rng(61 + threads);
+      for (const [B, d, w] of SHAPES) {
+        const W = rng.normals(w * d, 0.3), A = rng.normals(B * d), O = rng.normals(Math.max(B, w) * d, 0.1);
+        const seed = rng.int(1 << 30);
+        for (const accumulate of [false, true]) {
+          const run = async (b: Backend) => {
+            const codes = randomCodes(b, new Rng(seed), B, w, 6);
+            const codesT = b.codesT(B, w, codes.cap);
+            b.transpose(codes, codesT);
+            const vals = b.tensor(rng2(codes.cap), [codes.cap]);
+            const Wt = b.tensor(W, [w, d]), At = b.tensor(A, [B, d]);
+            const o1 = b.tensor(O.subarray(0, B * d), [B, d]);
+            b.spmm(codes, vals, Wt, o1, accumulate);
+            const o2 = b.tensor(rng2(codes.cap), [codes.cap]);
+            b.sddmm(codes, At, Wt, o2, accumulate);
+            const o3 = b.tensor(O.subarray(0, w * d), [w, d]);
+            b.spmmT(codes, codesT, vals, At, o3, accumulate);
+            return [await b.read(o1), await b.read(o2), await b.read(o3)];
+          };
+          const got = await run(mt), exp = await run(cpu);
+          for (let i = 0; i < exp.length; i++) {
+            close(
+              got[i],
+              exp[i],
+              `B=${B} d=${d} w=${w} acc=${accumulate} ${["spmm", "sddmm", "spmmT"][i]}`,
+              tolSparse,
+            );
+          }
+        }
+      }
+    });
+  });
+
+  Deno.test(`cpu-mt (${kern}, ${threads} threads): sparse decoder ops and losses equal the oracle`, async () => {
+    await withMt({ threads, gemm: kern }, async (mt) => {
       const rng = new Rng(17 + threads);
       for (const [B, d, w] of SHAPES) {
         for (const groups of [[w], [Math.ceil(w / 4), Math.ceil(w / 2), w]]) {
@@ -185,7 +302,7 @@ for (const threads of [2, 3]) {
             "gradBdec2",
           ];
           for (let i = 0; i < exp.length; i++) {
-            close(got[i], exp[i], `B=${B} d=${d} w=${w} G=${G} ${names[i]}`, 1e-6);
+            close(got[i], exp[i], `B=${B} d=${d} w=${w} G=${G} ${names[i]}`, tolSparse);
           }
         }
       }
@@ -198,7 +315,7 @@ function rng2(n: number): Float32Array {
   return new Rng(99).normals(n, 0.01);
 }
 
-const GEMMS: GemmChoice[] = ["ts"];
+const GEMMS: GemmChoice[] = ["ts", "wasm"];
 if (MlasGemm.tryCreate(1)) GEMMS.push("mlas");
 if (openBlas()) GEMMS.push("openblas");
 
@@ -219,6 +336,38 @@ for (const gemm of GEMMS) {
         };
         const got = await run(mt), exp = await run(cpu);
         close(got, exp, `${gemm} B=${B} d=${d} w=${w}`, gemm === "ts" ? 0 : 1e-4);
+      }
+    });
+  });
+
+  Deno.test(`cpu-mt (${gemm} GEMM): matmul in every layout equals the oracle`, async () => {
+    await withMt({ threads: 2, gemm }, async (mt) => {
+      const rng = new Rng(29);
+      for (const [M, N, K] of [[1, 1, 1], [5, 9, 7], [33, 17, 65], [64, 41, 96], [3, 70, 0]]) {
+        for (const ta of [false, true]) {
+          for (const tb of [false, true]) {
+            const A = rng.normals(M * K), Bm = rng.normals(K * N), C0 = rng.normals(M * N);
+            for (const [accumulate, alpha] of [[false, 1], [true, 1], [true, -0.5], [false, 2]] as const) {
+              const run = async (b: Backend, host: Backend) => {
+                // Operands from `host`: another backend's tensors must work too (copied in).
+                const a = host.tensor(A, ta ? [K, M] : [M, K]), bb = host.tensor(Bm, tb ? [N, K] : [K, N]);
+                const c = b.tensor(C0, [M, N]);
+                b.matmul(a, bb, c, { ta, tb, accumulate, alpha });
+                return await b.read(c);
+              };
+              const exp = await run(cpu, cpu);
+              for (const host of [mt, cpu]) {
+                const got = await run(mt, host);
+                close(
+                  got,
+                  exp,
+                  `${gemm} M=${M} N=${N} K=${K} ta=${ta} tb=${tb} acc=${accumulate} α=${alpha}`,
+                  1e-4,
+                );
+              }
+            }
+          }
+        }
       }
     });
   });
@@ -267,7 +416,13 @@ Deno.test("cpu-mt: describes its threads and GEMM; bad options are MonobenchErro
   await withMt({ threads: 2, gemm: "ts" }, (mt) => {
     assert.equal(mt.name, "cpu-mt");
     assert.equal(mt.threads, 2);
-    assert.match(mt.description, /2 threads, GEMM: TypeScript/);
+    assert.match(mt.description, /2 threads, TypeScript kernels, GEMM: TypeScript/);
+    assert.equal(mt.wasm, false);
+  });
+  await withMt({ threads: 3, gemm: "wasm" }, (mt) => {
+    assert.equal(mt.gemmKind, "wasm");
+    assert.equal(mt.wasm, true);
+    assert.match(mt.description, /3 threads, WebAssembly SIMD kernels, GEMM: WebAssembly SIMD \(3 threads\)/);
   });
   await assert.rejects(() => CpuMtBackend.create({ threads: 0 }), /threads must be a positive integer/);
 });

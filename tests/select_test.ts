@@ -36,8 +36,11 @@ Deno.test("select: without a GPU, auto takes the multi-threaded CPU backend with
       assert.equal(lines.length, 1);
       assert.ok(!lines[0].includes("\n"));
       assert.match(lines[0], /no GPU: WebGPU unavailable/);
-      // The line names the CPU path: threads and GEMM library.
-      assert.match(lines[0], /cpu-mt backend: CPU, \d+ threads, GEMM: (MLAS|TypeScript)/);
+      // The line names the CPU path: threads, kernels and GEMM library.
+      assert.match(
+        lines[0],
+        /cpu-mt backend: CPU, \d+ threads, WebAssembly SIMD kernels, GEMM: (MLAS|WebAssembly SIMD)/,
+      );
     } finally {
       b.destroy();
     }

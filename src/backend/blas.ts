@@ -80,11 +80,11 @@ export function openBlas(): { lib: BlasLib; core: string; threads: number } | nu
 
 /** A dense float32 GEMM with cblas_sgemm semantics (row-major, leading dimensions as stored). */
 export interface GemmProvider {
-  /** "openblas", "mlas" or "ts". */
+  /** "openblas", "mlas", "wasm" or "ts". */
   readonly kind: string;
   /** Human-readable description, e.g. "OpenBLAS 0.3.21 (Cooperlake, 2 threads)". */
   readonly description: string;
-  /** C[M, N] = op(A) · op(B) + beta · C. */
+  /** C[M, N] = alpha · op(A) · op(B) + beta · C (alpha defaults to 1). */
   sgemm(
     transA: boolean,
     transB: boolean,
@@ -98,6 +98,7 @@ export interface GemmProvider {
     beta: number,
     C: Float32Array,
     ldc: number,
+    alpha?: number,
   ): void;
   /** Optional fused encoder pre = ReLU((x − bdec) · Wencᵀ + benc); false = not handled. */
   encode?(
@@ -119,7 +120,7 @@ export function openBlasGemm(threads?: number): GemmProvider | null {
   return {
     kind: "openblas",
     description: `OpenBLAS (${b.core}, ${n} threads)`,
-    sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc) {
+    sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, alpha = 1) {
       if (M === 0 || N === 0) return;
       sym.cblas_sgemm(
         CBLAS_ROW_MAJOR,
@@ -128,7 +129,7 @@ export function openBlasGemm(threads?: number): GemmProvider | null {
         M,
         N,
         K,
-        1,
+        alpha,
         A,
         lda,
         B,
@@ -252,7 +253,8 @@ export class BlasBackend extends CpuBackend {
 
   /** Active latents of `codes` when dense enough for BLAS, else null (use the sparse reference). */
   protected active(codes: Codes, groups: number[]): Active | null {
-    if (this.provider.kind === "ts") return null;
+    // Without a GEMM library the sparse kernels are as fast per flop as a dense product.
+    if (this.provider.kind === "ts" || this.provider.kind === "wasm") return null;
     const rp = u32(codes.rowPtr), idx = u32(codes.idx);
     const rows = codes.rows, nnz = rp[rows];
     if (nnz < 4096) return null;

@@ -289,11 +289,11 @@ export function mlasProvider(m: MlasGemm): GemmProvider {
   return {
     kind: "mlas",
     description: `MLAS (onnxruntime ${m.version}, ${m.threads} threads)`,
-    sgemm(transA, transB, M, N, K, A, lda, Bm, ldb, beta, C, ldc) {
+    sgemm(transA, transB, M, N, K, A, lda, Bm, ldb, beta, C, ldc, alpha = 1) {
       if (M === 0 || N === 0) return;
       const a = transA ? packed(A, K, M, lda) : packed(A, M, K, lda);
       const b = transB ? packed(Bm, N, K, ldb) : packed(Bm, K, N, ldb);
-      if (beta === 0 && ldc === N) {
+      if (beta === 0 && ldc === N && alpha === 1) {
         if (K === 0) C.fill(0, 0, M * N);
         else m.gemm(transA, transB, M, N, K, a, b, C.subarray(0, M * N));
         return;
@@ -302,8 +302,9 @@ export function mlasProvider(m: MlasGemm): GemmProvider {
       if (K > 0) m.gemm(transA, transB, M, N, K, a, b, T);
       for (let r = 0; r < M; r++) {
         const o = r * ldc, t = r * N;
-        if (beta === 0) C.set(T.subarray(t, t + N), o);
-        else for (let c = 0; c < N; c++) C[o + c] = beta * C[o + c] + T[t + c];
+        if (beta === 0 && alpha === 1) C.set(T.subarray(t, t + N), o);
+        else if (beta === 0) { for (let c = 0; c < N; c++) C[o + c] = alpha * T[t + c]; }
+        else for (let c = 0; c < N; c++) C[o + c] = beta * C[o + c] + alpha * T[t + c];
       }
     },
     encode(x, W, benc, bdec, pre) {

@@ -7,6 +7,8 @@
  * entries per pass, or four partial sums), which reorders a few additions.
  */
 
+import { kernels as wk, memU32 } from "./wasm/heap.ts";
+
 type F32 = Float32Array;
 type U32 = Uint32Array;
 
@@ -459,6 +461,144 @@ export const KERNELS: Record<string, Kernel> = {
     return 0;
   },
 };
+
+/**
+ * Kernels on the WebAssembly memory (`wasm/heap.ts`): the arguments are byte offsets, and each
+ * calls this thread's instance of the SIMD kernels (native/wasm/kernels.c) on its slice.
+ */
+export const WASM_KERNELS: Record<string, Kernel> = {
+  wRelu: (a, lo, hi) => (wk().relu(a.P, lo, hi), 0),
+  wCenter: (a, lo, hi) => (wk().center(a.X, a.bd, a.xc, a.d, lo, hi), 0),
+  wBcast: (a, lo, hi) => (wk().bcast_rows(a.P, a.be, a.w, lo, hi), 0),
+  wSumSq: (a, lo, hi) => wk().sumsq(a.t, lo, hi),
+  wAdam: (a, lo, hi) => (
+    wk().adam(a.p, a.g, a.M, a.V, lo, hi, a.scale, a.beta1, a.beta2, a.stepSize, a.sq2, a.eps), 0
+  ),
+  wProject: (a, lo, hi) => wk().project(a.W, a.G, a.d, lo, hi),
+  wRenorm: (a, lo, hi) => (wk().renorm(a.W, a.d, lo, hi), 0),
+  /** Selection pass; chunk c writes its candidates from c·room and its count to cnt[c]. */
+  wCollect: (a, lo, hi, c) => (
+    wk().collect_above(
+      a.bits,
+      lo,
+      hi,
+      a.loKey,
+      a.pos + 4 * c * a.room,
+      a.keys + 4 * c * a.room,
+      a.room,
+      a.cnt + 4 * c,
+    ), 0
+  ),
+  /** One-pass gather into chunk c's own region (from c·room), or (room < 0) into the CSR from rp[lo]. */
+  wGather(a, lo, hi, c) {
+    const local = a.room >= 0;
+    const rp = local ? null : memU32(a.rp, hi + 1);
+    const e0 = rp ? rp[lo] : c * a.room, end = rp ? rp[hi] : e0 + a.room;
+    return wk().gather_rows(
+      a.v,
+      a.w,
+      lo,
+      hi,
+      a.t,
+      a.slot,
+      a.scalar,
+      a.strict,
+      a.mask,
+      a.idx,
+      a.val,
+      e0,
+      end,
+      a.cnt,
+    ) >>> 0;
+  },
+  wDecode: (a, lo, hi) => (
+    wk().decode(a.rp, a.idx, a.val, a.W, a.o, a.bd, a.accumulate, a.groups, a.G, a.B, a.d, a.cap, lo, hi), 0
+  ),
+  wDecodeBackward: (a, lo, hi) => (
+    wk().decode_backward(a.rp, a.idx, a.gS, a.W, a.out, a.accumulate, a.groups, a.B, a.d, a.cap, lo, hi), 0
+  ),
+  wLatentGrads: (a, lo, hi) => (
+    wk().latent_grads(
+      a.cp,
+      a.row,
+      a.entry,
+      a.gv,
+      a.val,
+      a.X,
+      a.bd,
+      a.gS,
+      a.gWe,
+      a.gbe,
+      a.gWd,
+      a.groups,
+      a.B,
+      a.d,
+      a.cap,
+      a.overwrite,
+      lo,
+      hi,
+    ), 0
+  ),
+  wBdecCols: (a, lo, hi) => (
+    wk().bdec_cols(a.gS, a.W, a.gb, a.uj, a.us, a.nu, a.B, a.d, a.withDecodePath, a.accumulate, lo, hi), 0
+  ),
+  wRecon: (a, lo, hi) => wk().recon(a.xh, a.X, a.gS, a.w, a.c, a.G, a.n, lo, hi),
+  wFill: (a, lo, hi) => (wk().fill_f32(a.t, a.value, lo, hi), 0),
+  /** Per-row k-th largest; chunk c uses scratch from c·per bytes. */
+  wRowKth: (
+    a,
+    lo,
+    hi,
+    c,
+  ) => (wk().row_kth(a.bits, a.w, a.k, a.cols, a.nc, a.out, a.scratch + c * a.per, lo, hi), 0),
+  wPack: (a, lo, hi) => (wk().pack8(a.B, a.ldb, a.N, a.K, a.trans, a.P, lo, hi), 0),
+  wGemm: (a, lo, hi) => (
+    wk().gemm(a.A, a.sa, a.sk, a.P, a.C, a.ldc, a.N, a.K, a.alpha, a.beta, a.bias, a.relu, lo, hi), 0
+  ),
+};
+Object.assign(KERNELS, WASM_KERNELS);
+
+/** The numeric arguments of each WebAssembly kernel, in board order (see pool.ts). */
+export const WASM_ARGS: Record<string, readonly string[]> = {
+  wRelu: ["P"],
+  wCenter: ["X", "bd", "xc", "d"],
+  wBcast: ["P", "be", "w"],
+  wSumSq: ["t"],
+  wAdam: ["p", "g", "M", "V", "scale", "beta1", "beta2", "stepSize", "sq2", "eps"],
+  wProject: ["W", "G", "d"],
+  wRenorm: ["W", "d"],
+  wCollect: ["bits", "loKey", "pos", "keys", "room", "cnt"],
+  wGather: ["v", "w", "t", "slot", "scalar", "strict", "mask", "idx", "val", "room", "cnt", "rp"],
+  wDecode: ["rp", "idx", "val", "W", "o", "bd", "accumulate", "groups", "G", "B", "d", "cap"],
+  wDecodeBackward: ["rp", "idx", "gS", "W", "out", "accumulate", "groups", "B", "d", "cap"],
+  wLatentGrads: [
+    "cp",
+    "row",
+    "entry",
+    "gv",
+    "val",
+    "X",
+    "bd",
+    "gS",
+    "gWe",
+    "gbe",
+    "gWd",
+    "groups",
+    "B",
+    "d",
+    "cap",
+    "overwrite",
+  ],
+  wBdecCols: ["gS", "W", "gb", "uj", "us", "nu", "B", "d", "withDecodePath", "accumulate"],
+  wRecon: ["xh", "X", "gS", "w", "c", "G", "n"],
+  wFill: ["t", "value"],
+  wRowKth: ["bits", "w", "k", "cols", "nc", "out", "scratch", "per"],
+  wPack: ["B", "ldb", "N", "K", "trans", "P"],
+  wGemm: ["A", "sa", "sk", "P", "C", "ldc", "N", "K", "alpha", "beta", "bias", "relu"],
+};
+export const WASM_KERNEL_NAMES: readonly string[] = Object.keys(WASM_ARGS);
+for (const k of WASM_KERNEL_NAMES) if (!WASM_KERNELS[k]) throw new Error(`no WebAssembly kernel ${k}`);
+for (const k of Object.keys(WASM_KERNELS)) if (!WASM_ARGS[k]) throw new Error(`no argument list for ${k}`);
 
 function relu(v: number): number {
   return v > 0 ? v : 0;

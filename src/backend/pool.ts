@@ -6,10 +6,18 @@
  * machine) from stalling an op: the others finish its share. Partial results are kept per chunk
  * and added in chunk order, so reductions do not depend on who ran what.
  *
+ * Dispatch: a WebAssembly kernel (all arguments numbers, see WASM_ARGS in `mt_kernels.ts`) is
+ * written to a shared job board that busy workers watch with Atomics.wait, so an op starts
+ * without a message (a postMessage round trip costs tens to hundreds of microseconds, several
+ * times a small op). Other kernels, whose arguments hold typed arrays, are posted as messages;
+ * the board then tells waiting workers to go and read them. Workers that have waited for a while
+ * without a job go back to their event loop and are woken by a message.
+ *
  * Arrays passed in `args` must live in SharedArrayBuffers to be seen (and written) by the
  * workers; plain numbers, booleans and small arrays are copied.
  */
-import { type Args, KERNELS } from "./mt_kernels.ts";
+import { type Args, KERNELS, WASM_ARGS, WASM_KERNEL_NAMES } from "./mt_kernels.ts";
+import type { WasmInit } from "./wasm/heap.ts";
 
 export function sharedF32(n: number): Float32Array {
   return new Float32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
@@ -39,6 +47,35 @@ const IDLE_MS = 1000;
 const CHUNKS_PER_THREAD = 4;
 const MAX_CHUNKS = 0xffff;
 
+/** Words of the control array shared with the workers. */
+export const CTL = {
+  /** job << 16 | next chunk */
+  NEXT: 0,
+  /** chunks done */
+  DONE: 1,
+  /** a worker failed */
+  FAILED: 2,
+  /** bumped for every job posted to the board (workers wait on it) */
+  SEQ: 3,
+  /** what the board holds: BOARD_WASM (a kernel) or BOARD_MSG (go and read your messages) */
+  MODE: 4,
+  /** chunk count of the job */
+  CHUNKS: 5,
+} as const;
+export const BOARD_WASM = 1, BOARD_MSG = 2;
+/** Board layout (float64): [kernel index, arguments…]; the chunk bounds follow at BOUNDS. */
+export const BOARD_ARGS = 64, BOARD_BOUNDS = BOARD_ARGS;
+
+/** What a worker is given once: the shared control words, board, results and its loop flag. */
+export interface PoolShared {
+  ctl: Int32Array;
+  board: Float64Array;
+  res: Float64Array;
+  /** 1 while worker i waits on the board, 0 while it is in its event loop. */
+  looping: Int32Array;
+  index: number;
+}
+
 /**
  * Take the next chunk of job `job` (control word = job << 16 | next chunk); −1 when none is
  * left or the job is over.
@@ -54,16 +91,18 @@ export function takeChunk(ctl: Int32Array, job: number, n: number): number {
 }
 
 export class ThreadPool {
-  /** [0] job << 16 | next chunk, [1] chunks done, [2] a worker failed. */
-  private readonly ctl = new Int32Array(new SharedArrayBuffer(16));
-  private res = new Float64Array(new SharedArrayBuffer(8 * 256));
+  private readonly ctl = new Int32Array(new SharedArrayBuffer(64));
+  private readonly res = new Float64Array(new SharedArrayBuffer(8 * MAX_CHUNKS));
+  private readonly board = new Float64Array(new SharedArrayBuffer(8 * (BOARD_BOUNDS + MAX_CHUNKS + 1)));
+  private readonly looping: Int32Array;
   private job = 0;
   private closed = false;
   private idle: ReturnType<typeof setTimeout> | null = null;
   private readonly size: number;
 
-  private constructor(private workers: Worker[]) {
-    this.size = workers.length + 1;
+  private constructor(private workers: Worker[], private readonly wasm: WasmInit | null, threads: number) {
+    this.size = threads;
+    this.looping = new Int32Array(new SharedArrayBuffer(4 * Math.max(threads, 1)));
   }
 
   /** Total threads, the caller's included. */
@@ -71,8 +110,16 @@ export class ThreadPool {
     return this.size;
   }
 
-  private static spawn(): Worker {
-    return new Worker(new URL("./mt_worker.ts", import.meta.url).href, { type: "module" });
+  private shared(index: number): PoolShared {
+    return { ctl: this.ctl, board: this.board, res: this.res, looping: this.looping, index };
+  }
+
+  /** Worker `index`; its first message gives it the shared words (and the WebAssembly kernels). */
+  private spawn(index: number): Worker {
+    const w = new Worker(new URL("./mt_worker.ts", import.meta.url).href, { type: "module" });
+    Atomics.store(this.looping, index, 0);
+    w.postMessage({ init: this.shared(index), wasm: this.wasm });
+    return w;
   }
 
   /** Stop the workers after IDLE_MS without an op (an unref'd timer: it never keeps the process alive). */
@@ -87,13 +134,16 @@ export class ThreadPool {
     this.idle = id;
   }
 
-  /** Start `threads − 1` workers and wait until each has loaded. */
-  static async create(threads: number): Promise<ThreadPool> {
-    const workers: Worker[] = [];
+  /**
+   * Start `threads − 1` workers and wait until each has loaded (and instantiated the
+   * WebAssembly kernels on the shared memory, when `wasm` is given).
+   */
+  static async create(threads: number, wasm: WasmInit | null = null): Promise<ThreadPool> {
+    const pool = new ThreadPool([], wasm, threads);
     try {
-      for (let i = 1; i < threads; i++) {
-        const w = ThreadPool.spawn();
-        workers.push(w);
+      for (let i = 0; i + 1 < threads; i++) {
+        const w = pool.spawn(i);
+        pool.workers.push(w);
         await new Promise<void>((resolve, reject) => {
           w.onmessage = () => resolve();
           w.onerror = (e) => {
@@ -105,11 +155,10 @@ export class ThreadPool {
         w.onmessage = null;
       }
     } catch (e) {
-      for (const w of workers) w.terminate();
+      for (const w of pool.workers) w.terminate();
       throw e;
     }
-    const pool = new ThreadPool(workers);
-    if (workers.length) pool.armIdle();
+    if (pool.workers.length) pool.armIdle();
     return pool;
   }
 
@@ -157,18 +206,38 @@ export class ThreadPool {
       return sum;
     }
     // Restarted workers help once loaded; until then this thread takes every chunk itself.
-    while (this.workers.length < this.size - 1) this.workers.push(ThreadPool.spawn());
+    while (this.workers.length < this.size - 1) this.workers.push(this.spawn(this.workers.length));
     this.armIdle();
-    if (this.res.length < C) this.res = new Float64Array(new SharedArrayBuffer(8 * C));
-    const res = this.res, ctl = this.ctl;
+    const res = this.res, ctl = this.ctl, board = this.board;
     this.job = (this.job % 0x7fff) + 1;
     const job = this.job;
-    Atomics.store(ctl, 1, 0);
-    Atomics.store(ctl, 2, 0);
-    Atomics.store(ctl, 0, job << 16);
+    // Close the counter first: a worker reading the board while it is rewritten finds no chunk.
+    Atomics.store(ctl, CTL.NEXT, (Atomics.load(ctl, CTL.NEXT) & 0xffff0000) | 0xffff);
+    Atomics.store(ctl, CTL.DONE, 0);
+    Atomics.store(ctl, CTL.FAILED, 0);
+    Atomics.store(ctl, CTL.CHUNKS, C);
     const helpers = Math.min(this.workers.length, C - 1);
-    const msg = { kernel, args, bounds: b, job, n: C, ctl, res };
-    for (let w = 0; w < helpers; w++) this.workers[w].postMessage(msg);
+    const names = WASM_ARGS[kernel];
+    if (names) {
+      board[0] = WASM_KERNEL_NAMES.indexOf(kernel);
+      for (let i = 0; i < names.length; i++) board[1 + i] = +args[names[i]];
+      for (let c = 0; c <= C; c++) board[BOARD_BOUNDS + c] = b[c];
+      Atomics.store(ctl, CTL.MODE, BOARD_WASM);
+      Atomics.store(ctl, CTL.NEXT, job << 16);
+    } else {
+      Atomics.store(ctl, CTL.MODE, BOARD_MSG);
+      Atomics.store(ctl, CTL.NEXT, job << 16);
+      const msg = { kernel, args, bounds: b, job, n: C };
+      for (let w = 0; w < helpers; w++) this.workers[w].postMessage(msg);
+    }
+    Atomics.add(ctl, CTL.SEQ, 1);
+    Atomics.notify(ctl, CTL.SEQ);
+    if (names) {
+      // Workers back in their event loop need a message to come and look.
+      for (let w = 0; w < helpers; w++) {
+        if (Atomics.load(this.looping, w) === 0) this.workers[w].postMessage("loop");
+      }
+    }
     let err: unknown = null;
     for (;;) {
       const c = takeChunk(ctl, job, C);
@@ -179,15 +248,15 @@ export class ThreadPool {
         err ??= e;
         res[c] = NaN;
       }
-      Atomics.add(ctl, 1, 1);
+      Atomics.add(ctl, CTL.DONE, 1);
     }
     for (;;) {
-      const done = Atomics.load(ctl, 1);
+      const done = Atomics.load(ctl, CTL.DONE);
       if (done >= C) break;
-      Atomics.wait(ctl, 1, done, 1000);
+      Atomics.wait(ctl, CTL.DONE, done, 1000);
     }
     if (err) throw err;
-    if (Atomics.load(ctl, 2)) throw new Error(`multi-threaded kernel ${kernel} failed in a worker`);
+    if (Atomics.load(ctl, CTL.FAILED)) throw new Error(`multi-threaded kernel ${kernel} failed in a worker`);
     let total = 0;
     for (let c = 0; c < C; c++) total += res[c];
     return total;

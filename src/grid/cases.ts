@@ -374,20 +374,23 @@ export interface MachineProfile {
 
 /**
  * Profiles of the built-in backends on a 2-core x86 machine ("cpu-mt" with MLAS). "blas" and
- * "cpu" are cpu-mt's with single-threaded non-GEMM work (and a TypeScript GEMM for "cpu"); a
- * GPU's speed varies far more, so its profile only orders the cases sensibly.
+ * "cpu" are an earlier fit of single-threaded TypeScript non-GEMM work (and a TypeScript GEMM
+ * for "cpu"); a GPU's speed varies far more, so its profile only orders the cases sensibly.
  */
 export const MACHINE_PROFILES: Readonly<Record<string, Readonly<MachineProfile>>> = Object.freeze({
-  // Fitted to the 53 case times of one `deno task reproduce` run (log-space least squares), then
-  // scaled by 1/2.5: that run shared its 2 cores with other work (load 6–9).
+  // WebAssembly SIMD kernels + MLAS: fitted (log-space least squares) to the 159 case times of
+  // one default-preset `deno task reproduce` run on a shared 2-core machine (load 3–5), with the
+  // per-weight rate fixed at the measured one (Adam, projection, renormalisation, fills at
+  // d = 768, ε = 16). The fixed cost per step (dispatch, small ops, AuxK bookkeeping) dominates
+  // the small cases.
   "cpu-mt": {
-    gemmGflops: 51,
-    weightRate: 0.045,
-    activationRate: 0.053,
-    sparseGflops: 17,
-    stepSeconds: 0.0016,
-    caseSeconds: 0.4,
-    evalSecondsPerCell: 5.1e-7,
+    gemmGflops: 30,
+    weightRate: 0.5,
+    activationRate: 0.28,
+    sparseGflops: 6.8,
+    stepSeconds: 0.0046,
+    caseSeconds: 0.62,
+    evalSecondsPerCell: 3.1e-7,
   },
   blas: {
     gemmGflops: 51,
