@@ -35,12 +35,28 @@ Deno.test("select: without a GPU, auto takes the multi-threaded CPU backend with
       assert.equal(b.name, "cpu-mt");
       assert.equal(lines.length, 1);
       assert.ok(!lines[0].includes("\n"));
-      assert.match(lines[0], /no GPU: WebGPU unavailable/);
+      assert.match(lines[0], /^note: no GPU: WebGPU unavailable/);
       // The line names the CPU path: threads, kernels and GEMM library.
       assert.match(
         lines[0],
         /cpu-mt backend: CPU, \d+ threads, WebAssembly SIMD kernels, GEMM: (MLAS|WebAssembly SIMD)/,
       );
+    } finally {
+      b.destroy();
+    }
+  }
+});
+
+Deno.test("select: auto asks Dawn for an adapter only when it may find a GPU", async () => {
+  for (const probeDawn of [true, false]) {
+    let asked = 0;
+    const gpu = { requestAdapter: () => (asked++, Promise.resolve(null)) } as unknown as GPU;
+    const lines: string[] = [];
+    const b = await selectBackend("auto", { gpu, probeDawn, notice: (l) => lines.push(l), allowBlas: false });
+    try {
+      assert.equal(b.name, "cpu-mt");
+      assert.equal(asked, probeDawn ? 2 : 1, "built-in WebGPU, then Dawn");
+      assert.equal(lines.length, 1);
     } finally {
       b.destroy();
     }

@@ -45,7 +45,7 @@ export type GemmChoice = "auto" | "mlas-or-ts" | "openblas" | "mlas" | "wasm" | 
 export interface CpuMtOptions {
   /** Threads, the caller's included (default MONOBENCH_THREADS, else the logical CPU count). */
   threads?: number;
-  /** GEMM library (default "auto": OpenBLAS, else MLAS, else TypeScript). */
+  /** GEMM library (default "auto": OpenBLAS, else MLAS, else WebAssembly SIMD). */
   gemm?: GemmChoice;
   /** Elements of work below which an op stays on the calling thread (default 32768; tests lower it). */
   grain?: number;

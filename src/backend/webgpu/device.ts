@@ -1,9 +1,10 @@
 /**
  * Adapter/device acquisition for the two WebGPU implementations:
- * - "webgpu": Deno's built-in `navigator.gpu` (wgpu). On this kind of machine it runs on Mesa's
- *   lavapipe/llvmpipe (software Vulkan). No flags needed.
- * - "dawn": Dawn through `npm:webgpu`. Uses the OpenGL(ES) backend on Mesa with
- *   `EGL_PLATFORM=surfaceless` and a compatibility-mode adapter.
+ * - "webgpu": Deno's built-in `navigator.gpu` (wgpu): Vulkan/Metal/D3D12 on a GPU; on a Linux
+ *   machine without one, Mesa's lavapipe/llvmpipe (software Vulkan) if installed. No flags needed.
+ * - "dawn": Dawn through `npm:webgpu`: Vulkan with core features first (hardware GPUs), then
+ *   OpenGL on Mesa with `EGL_PLATFORM=surfaceless` and a compatibility-mode adapter
+ *   ({@link DAWN_ROUTES}).
  *
  * Dawn's JS `GPU` object (from `create()`) owns the native instance, but the devices it creates
  * poll that instance through a raw pointer. If the `GPU` object is garbage-collected while a
