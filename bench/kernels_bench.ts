@@ -13,6 +13,7 @@
 import { CpuBackend } from "../src/backend/cpu.ts";
 import type { Backend, Codes, CodesT, Tensor } from "../src/backend/types.ts";
 import { createWebGpuBackend } from "../src/backend/webgpu/backend.ts";
+import { settleDawn } from "../src/backend/webgpu/device.ts";
 import { Rng } from "../src/util/rng.ts";
 
 const env = (k: string, dflt: number) => Number(Deno.env.get(k) ?? dflt);
@@ -31,6 +32,7 @@ try {
 } catch (e) {
   console.error(`kernels_bench: no WebGPU (${(e as Error).message}); GPU benches skipped`);
 }
+
 const cpu = new CpuBackend();
 
 /** Inputs shared by both backends (built once, uploaded to each). */
@@ -158,4 +160,19 @@ bench("latentGrads", `latentGrads G=${G} (with gradWdec)`, 3, (s) => {
 });
 bench("adam", `adam [${w}, ${d}]`, 3, (s) => {
   s.b.adam(s.Wdec, s.gWd, s.m, s.v, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 }, null);
+});
+
+// A Dawn device still alive when the bench isolate is torn down crashes the process
+// (docs/dawn.md): the last bench, run once, destroys it and lets the event loop turn.
+Deno.bench({
+  name: "(teardown: release the GPU device)",
+  group: "teardown", // ungrouped benches run first
+  ignore: gpu === null,
+  n: 1,
+  warmup: 0,
+  async fn() {
+    gpu?.destroy();
+    gpu = null;
+    await settleDawn();
+  },
 });
