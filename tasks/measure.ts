@@ -37,7 +37,7 @@ The SAE
                       paper's scripts load) or "final" for ae.pt
 Data (evaluation split; the same images, in the same order, in every file)
   --data FILE         a data manifest (see deno task import --manifest); uses the eval split of
-  --layer L           layer L (11, 17, 22, 23, last; optional when the manifest has one layer)
+  --layer L           layer L, by the manifest's name (optional when the manifest has one layer)
                       and every similarity source of the manifest
   --acts STORE        activations [N, d]: an activation store directory, a .npy / .pt / .csv
                       file, or a folder of save_activations.py parts (…_part<N>.pt)

@@ -12,7 +12,7 @@
  */
 import { basename } from "node:path";
 import { selectBackend } from "../src/backend/select.ts";
-import { describeCases, selectCases } from "../src/grid/cases.ts";
+import { describeCases, machineProfile, selectCases } from "../src/grid/cases.ts";
 import {
   baselineFailed,
   checkBaselineConfig,
@@ -56,6 +56,7 @@ import {
   shardInfo,
   type ShardRecord,
   shardRecord,
+  unitSeconds,
   unitsOfShard,
 } from "../src/run/shard.ts";
 import type { CaseResult, LayerResult } from "../src/types.ts";
@@ -285,8 +286,10 @@ export async function main(argv: string[]): Promise<number> {
           compare: finished ? compare : undefined,
           model: data.model,
         });
-      const weight = (c: (typeof cases)[number]) =>
-        c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 1);
+      // ETA weights: the cost model's seconds for this backend, rescaled by the progress bar
+      // to the seconds seen so far.
+      const basis = costBasis(config, cases, data), profile = machineProfile(backend.name);
+      const weight = (c: (typeof cases)[number]) => unitSeconds(c, basis, profile);
       const todo = units
         ? units.map((u) => runCases.find((c) => c.id === u.id)!)
         : config.seeds.flatMap(() => cases);

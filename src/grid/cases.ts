@@ -378,19 +378,20 @@ export interface MachineProfile {
  * for "cpu"); a GPU's speed varies far more, so its profile only orders the cases sensibly.
  */
 export const MACHINE_PROFILES: Readonly<Record<string, Readonly<MachineProfile>>> = Object.freeze({
-  // WebAssembly SIMD kernels + MLAS: fitted (log-space least squares) to the 159 case times of
-  // one default-preset `deno task reproduce` run on a shared 2-core machine (load 3–5), with the
-  // per-weight rate fixed at the measured one (Adam, projection, renormalisation, fills at
-  // d = 768, ε = 16). The fixed cost per step (dispatch, small ops, AuxK bookkeeping) dominates
-  // the small cases.
+  // WebAssembly SIMD kernels + MLAS: fitted (least squares on relative error) to the 159 unit
+  // times of one default-preset `deno task reproduce` from a fresh clone on a quiet 2-core
+  // machine, training and evaluation separately, with the per-weight and per-activation rates
+  // fixed at measured ones (d = 768, ε = 16). The fixed cost per step (dispatch, small ops,
+  // AuxK bookkeeping) dominates the small cases. The same run with the machine loaded (load
+  // average 3–5) took 1.8× as long.
   "cpu-mt": {
-    gemmGflops: 30,
+    gemmGflops: 100,
     weightRate: 0.5,
     activationRate: 0.28,
-    sparseGflops: 6.8,
-    stepSeconds: 0.0046,
-    caseSeconds: 0.62,
-    evalSecondsPerCell: 3.1e-7,
+    sparseGflops: 8.5,
+    stepSeconds: 0.0029,
+    caseSeconds: 0.1,
+    evalSecondsPerCell: 1.8e-8,
   },
   blas: {
     gemmGflops: 51,
