@@ -36,9 +36,9 @@ The SAE
   --step S            in a trainer_0 folder: checkpoints/ae_S.pt (default 100000, what the
                       paper's scripts load) or "final" for ae.pt
 Data (evaluation split; the same images, in the same order, in every file)
-  --data FILE         a data manifest (see deno task import --manifest); uses the eval split of
-  --layer L           layer L, by the manifest's name (optional when the manifest has one layer)
-                      and every similarity source of the manifest
+  --data FILE         a data manifest (see deno task import --manifest): the eval split of the
+                      layer and every similarity source of the manifest
+  --layer L           the manifest's layer by name (optional when the manifest has one layer)
   --acts STORE        activations [N, d]: an activation store directory, a .npy / .pt / .csv
                       file, or a folder of save_activations.py parts (…_part<N>.pt)
   --similarity S      NAME=STORE: embeddings [N, D] of the same images from a similarity encoder

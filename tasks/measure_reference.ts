@@ -16,7 +16,7 @@ import { Progress } from "../src/report/progress.ts";
 import { writeReport } from "../src/report/writers.ts";
 import "../src/sae/mod.ts";
 import { cliLayer, type ConfigLayer, describeConfig, resolveConfig } from "../src/run/config.ts";
-import { dataHashes, manifestEvalData, verifyRunData } from "../src/run/data.ts";
+import { dataHashes, dataSketches, manifestEvalData, verifyRunData } from "../src/run/data.ts";
 import {
   checkMeasurable,
   planReference,
@@ -192,6 +192,7 @@ export async function main(argv: string[]): Promise<number> {
         configHash: resolved.hash,
         data: dataHashes(data),
         seeds: [REFERENCE_SEED],
+        dataSketch: dataSketches(data),
       };
       progress.log(
         `measure: ${plan.entries.length} SAE(s) of ${saeRoot} (step ${step}) [${

@@ -39,6 +39,7 @@ import {
 import {
   dataForExperiments,
   dataHashes,
+  dataSketches,
   embeddedData,
   manifestData,
   type RunData,
@@ -229,8 +230,10 @@ export async function main(argv: string[]): Promise<number> {
         `the data has: ${sources.join(", ")}`,
       );
     }
-    const hashes = dataHashes(data);
-    if (baseline) checkBaselineData(baseline, hashes);
+    const hashes = dataHashes(data), sketches = dataSketches(data);
+    if (baseline) {
+      for (const n of checkBaselineData(baseline, hashes, sketches)) console.error(`note: ${n}`);
+    }
     checkRunnable(cases, config, data);
 
     const backend = await selectBackend(config.backend);
@@ -249,6 +252,7 @@ export async function main(argv: string[]): Promise<number> {
         configHash: resolved.hash,
         data: hashes,
         seeds: [...config.seeds],
+        dataSketch: sketches,
       };
       if (shard) provenance.shard = shardInfo(shard);
       const units = shard ? unitsOfShard(shard.plan, shard.index) : undefined;

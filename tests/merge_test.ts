@@ -287,6 +287,17 @@ Deno.test("merge: three shards merged equal the unsharded run; every refusal nam
       const role = Object.keys(r.provenance.data).find((k) => k.startsWith("similarity:"))!;
       r.provenance.data[role] = "d".repeat(64);
       await writeJson(p, r);
+      // Another hash with the same rows (another CPU's low bits): merged, with a notice.
+      const merged = await mergeRuns({ out: out(), dirs: [shards[0], data, shards[2]] });
+      assert.ok(
+        merged.notices.some((n) => n.startsWith(`data store ${role} hashes otherwise in some shards`)),
+        merged.notices.join("\n"),
+      );
+      // Other rows too: refused.
+      const rp = join(data, "report.json");
+      const rep = await readJson(rp);
+      rep.run.provenance.dataSketch[role][2] += 1;
+      await writeJson(rp, rep);
       await refused(
         () => mergeRuns({ out: out(), dirs: [shards[0], data, shards[2]] }),
         new RegExp(`different data: store ${role} has hash .*dddddddddddd… in .*data-2`),

@@ -193,6 +193,29 @@ Deno.test("baseline: another config or other data is a refusal naming the field,
   checkBaselineData(base, { "train:last": H("a"), "eval:last": H("c") });
 });
 
+Deno.test("baseline: a store hashed otherwise is compared when its rows agree (another CPU), refused when not", () => {
+  const rows = [8, 3, 1.5, 2.5, 3.25, -0.5, 0.5, 0.25];
+  const base = full(cases([0]));
+  base.run.provenance!.dataSketch = { "train:last": rows };
+  // The same rows to float32 rounding: accepted, with a note that names the store.
+  const near = rows.map((v, i) => (i < 2 ? v : v * (1 + 3e-7)));
+  const notes = checkBaselineData(base, { "train:last": H("b") }, { "train:last": near });
+  equal(notes.length, 1);
+  ok(/data store train:last hashes otherwise .* rows agree to 3\.0e-7/.test(notes[0]), notes[0]);
+  // Another image in a sketched row, another shape, or no sketch on this side: refused.
+  const far = rows.map((v, i) => (i === 2 ? v + 0.01 : v));
+  throws(() => checkBaselineData(base, { "train:last": H("b") }, { "train:last": far }), /rows differ/);
+  throws(
+    () => checkBaselineData(base, { "train:last": H("b") }, { "train:last": [9, ...rows.slice(1)] }),
+    /other data/,
+  );
+  throws(() => checkBaselineData(base, { "train:last": H("b") }), /other data: store train:last/);
+  // compareWithBaseline carries the note as a warning.
+  const cur = full(cases([0]), undefined, { "train:last": H("b") });
+  cur.run.provenance!.dataSketch = { "train:last": near };
+  ok(compareWithBaseline(cur, base).warnings.some((w) => w.startsWith("data store train:last")));
+});
+
 Deno.test("baseline: missing case, missing metric, new case; claim changes both ways", () => {
   const base = full(cases([0]), [claim("a", "pass"), claim("b", "fail"), claim("c", "pass")]);
   const cur = full(cases([0]), [claim("a", "fail"), claim("b", "pass"), claim("c", "unresolved")]);

@@ -16,6 +16,7 @@
  * - A claim that changes between pass and fail is a change too; a baseline case missing from the
  *   run is a worse finding.
  */
+import { compareSketches } from "../data/sketch.ts";
 import type { MonobenchConfig } from "../run/config.ts";
 import { describeDifferences, diffConfigs } from "../run/config.ts";
 import { checkSchema, REPORT_SCHEMA } from "../run/schemas.ts";
@@ -155,9 +156,19 @@ export function checkBaselineConfig(baseline: Report, config: Readonly<Monobench
   );
 }
 
-/** Refuse a baseline made on other data: every store role both know must have the same content hash. */
-export function checkBaselineData(baseline: Report, data: Record<string, string>): void {
+/**
+ * Refuse a baseline made on other data: every store role both know must have the same content
+ * hash, or, where both runs recorded row sketches, the same rows up to float32 rounding (the
+ * same data computed on another CPU). Returns one note per store accepted by its sketch.
+ */
+export function checkBaselineData(
+  baseline: Report,
+  data: Record<string, string>,
+  sketches?: Record<string, number[]>,
+): string[] {
   const b = baseline.run.provenance?.data ?? {};
+  const bs = baseline.run.provenance?.dataSketch ?? {};
+  const notes: string[] = [];
   const common = Object.keys(b).filter((k) => k in data);
   if (common.length === 0) {
     throw new MonobenchError(
@@ -166,14 +177,25 @@ export function checkBaselineData(baseline: Report, data: Record<string, string>
     );
   }
   for (const k of common) {
-    if (b[k] !== data[k]) {
-      throw new MonobenchError(
-        `the baseline was made on other data: store ${k} has hash ${b[k].slice(0, 12)}… in the baseline, ` +
-          `${data[k].slice(0, 12)}… now`,
-        "use the baseline's data, or regenerate the baseline (results/README.md)",
+    if (b[k] === data[k]) continue;
+    const sa = bs[k], sb = sketches?.[k];
+    const cmp = sa && sb ? compareSketches(sa, sb) : undefined;
+    if (cmp?.same) {
+      notes.push(
+        `data store ${k} hashes otherwise than the baseline's (${b[k].slice(0, 12)}… there, ` +
+          `${data[k].slice(0, 12)}… now) but its rows agree to ${cmp.deviation.toExponential(1)} ` +
+          `(floating point of another CPU): compared`,
       );
+      continue;
     }
+    throw new MonobenchError(
+      `the baseline was made on other data: store ${k} has hash ${b[k].slice(0, 12)}… in the baseline, ` +
+        `${data[k].slice(0, 12)}… now` +
+        (cmp ? `, and its rows differ (relative ${cmp.deviation.toExponential(1)})` : ""),
+      "use the baseline's data, or regenerate the baseline (results/README.md)",
+    );
   }
+  return notes;
 }
 
 const f = (x: number | null, d = 4) => (x === null || !Number.isFinite(x) ? "–" : x.toFixed(d));
@@ -252,12 +274,14 @@ export function compareWithBaseline(
   if (current.run.configHash && baseline.run.configHash && current.run.config) {
     checkBaselineConfig(baseline, current.run.config, current.run.configHash);
   }
+  const warnings: string[] = [];
   if (current.run.provenance?.data && baseline.run.provenance?.data) {
-    checkBaselineData(baseline, current.run.provenance.data);
+    warnings.push(
+      ...checkBaselineData(baseline, current.run.provenance.data, current.run.provenance.dataSketch),
+    );
   }
   const regressions: Finding[] = [];
   const improvements: Finding[] = [];
-  const warnings: string[] = [];
   let compared = 0, spreadCases = 0, fixedCases = 0, baselineSeeds = 0;
   const push = (x: Finding) => (x.direction === "worse" ? regressions : improvements).push(x);
 

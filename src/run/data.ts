@@ -19,6 +19,7 @@
  */
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ActivationStore } from "../data/store.ts";
+import { storeSketch } from "../data/sketch.ts";
 import { EMBEDDED_DEFAULTS, loadMnist, MNIST_PACKAGE, prepareEmbedded } from "../data/embedded.ts";
 import { NSFWJS_PACKAGE } from "../data/tfjs_model.ts";
 import type { BenchCase } from "../grid/cases.ts";
@@ -99,6 +100,11 @@ export function layerDataHashes(data: EvalData, layer: LayerName, withTrain = tr
 /** Content hashes of every store of the data, by role. */
 export function dataHashes(data: EvalData): Record<string, string> {
   return Object.fromEntries(storeRoles(data).map(({ role, store }) => [role, store.sha256]));
+}
+
+/** Row sketches of every store of the data, by role (src/data/sketch.ts). */
+export function dataSketches(data: EvalData): Record<string, number[]> {
+  return Object.fromEntries(storeRoles(data).map(({ role, store }) => [role, storeSketch(store)]));
 }
 
 /**

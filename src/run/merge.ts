@@ -35,6 +35,7 @@ import { loadFixtures } from "../report/fixtures.ts";
 import type { Report } from "../report/types.ts";
 import { writeReport } from "../report/writers.ts";
 import { sha256Hex, stableStringify } from "../data/hash.ts";
+import { compareSketches } from "../data/sketch.ts";
 import type { CaseResult, LayerResult } from "../types.ts";
 import { asIoError, MonobenchError } from "../util/errors.ts";
 import { jsonText, nullAsNaN } from "../util/json.ts";
@@ -271,8 +272,13 @@ function checkSameRun(sources: readonly ShardSource[]): void {
   }
 }
 
-/** Code and data provenance must agree across every shard, report and result. */
-function checkSameCodeAndData(sources: readonly ShardSource[]): void {
+/**
+ * Code and data provenance must agree across every shard, report and result. A store that hashes
+ * otherwise in some shards is accepted, with a note, when every shard's report has its row
+ * sketch and they agree (the same data computed on another CPU; src/data/sketch.ts).
+ */
+function checkSameCodeAndData(sources: readonly ShardSource[]): string[] {
+  const notes: string[] = [];
   const code = new Map<string, Map<string, Set<string>>>();
   const data = new Map<string, Map<string, Set<string>>>();
   const note = (m: Map<string, Map<string, Set<string>>>, k: string, v: unknown, who: string) => {
@@ -317,13 +323,23 @@ function checkSameCodeAndData(sources: readonly ShardSource[]): void {
     }
   }
   for (const [role, byValue] of data) {
-    if (byValue.size > 1) {
-      throw new MonobenchError(
-        `the shards were run on different data: store ${role} has hash ${describeSplit(byValue)}`,
-        "every shard must read the same activation stores (same --data, same embedded sizes)",
+    if (byValue.size <= 1) continue;
+    const sk = sources.map((s) => s.report?.run.provenance?.dataSketch?.[role]);
+    const cmp = sk.every((x) => x !== undefined) ? sk.map((x) => compareSketches(sk[0]!, x!)) : null;
+    if (cmp && cmp.every((c) => c.same)) {
+      const dev = Math.max(...cmp.map((c) => c.deviation));
+      notes.push(
+        `data store ${role} hashes otherwise in some shards (${describeSplit(byValue)}) but its rows ` +
+          `agree to ${dev.toExponential(1)} (floating point of another CPU): merged`,
       );
+      continue;
     }
+    throw new MonobenchError(
+      `the shards were run on different data: store ${role} has hash ${describeSplit(byValue)}`,
+      "every shard must read the same activation stores (same --data, same embedded sizes)",
+    );
   }
+  return notes;
 }
 
 /** Canonical text of a result for duplicate detection: everything but the training time. */
@@ -376,9 +392,9 @@ export function planMerge(sources: ShardSource[], partial = false): MergePlan {
     seen.set(s.dir, s.label);
   }
   checkSameRun(sources);
-  checkSameCodeAndData(sources);
+  const dataNotes = checkSameCodeAndData(sources);
   const plan = sources[0].shard.plan;
-  const notices: string[] = [];
+  const notices: string[] = [...dataNotes];
 
   const inPlan = new Set(plan.units.map((u) => unitKey(u.id, u.seed)));
   let ignored = 0;
@@ -561,6 +577,9 @@ export function planMerge(sources: ShardSource[], partial = false): MergePlan {
     shard: null,
     merge: info,
   };
+  const sketch = sources.find((s) => s.report?.run.provenance?.dataSketch)?.report?.run.provenance
+    ?.dataSketch;
+  if (sketch) provenance.dataSketch = sketch;
   const reports = sources.map((s) => s.report).filter((r): r is Report => r !== null);
   const finished = reports.map((r) => r.run.finishedAt);
   return {
@@ -710,7 +729,10 @@ export async function mergeRuns(o: MergeOptions): Promise<MergeResult> {
   const baseline = o.baseline ? await loadBaseline(o.baseline) : undefined;
   if (baseline) {
     checkBaselineConfig(baseline, config, hash);
-    checkBaselineData(baseline, mp.provenance.data);
+    for (const n of checkBaselineData(baseline, mp.provenance.data, mp.provenance.dataSketch)) {
+      mp.notices.push(n);
+      log(`notice: ${n}`);
+    }
   }
   const fixtures = await loadFixtures();
   const origins = Object.fromEntries(CONFIG_FIELDS.map((f) => [f, "file"])) as Record<

@@ -31,6 +31,11 @@ export interface RunProvenance extends Omit<Provenance, "seed"> {
   shard?: ShardInfo | null;
   /** For a report merged from shards (`deno task merge`): what was merged. */
   merge?: MergeInfo;
+  /**
+   * Row sketches of the stores, by role (src/data/sketch.ts): a baseline made on the same data
+   * whose stores hash otherwise (another CPU's low bits) is still compared.
+   */
+  dataSketch?: Record<string, number[]>;
 }
 
 async function git(args: string[]): Promise<string | null> {
