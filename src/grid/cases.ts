@@ -174,14 +174,14 @@ export function learningRate(rule: LrRule, width: number): number {
 
 /**
  * A preset's cases: per experiment its "presets" filter for smoke and default (every case when
- * it has none), every case for paper. Timings of the default experiments, measured on a 2-core
- * EPYC (the CI/dev machine) with the OpenBLAS backend that `--backend auto` picks there; the
- * embedded default's layers have d = 64 / 96 / 160 / 160 / 320 (11 / 17 / 22 / 23 / last):
- * - smoke: last layer, ε ∈ {1, 2}, both SAEs, K = 20 (4 cases), 30 steps × 64: well under a
- *   minute once the data is prepared (first run: + ≈ 1 min).
+ * it has none), every case for paper. Timings of the default experiments on a 2-core x86 machine
+ * without a GPU, where `--backend auto` picks cpu-mt (README "Set up"); the embedded default's
+ * layers have d = 64 / 96 / 160 / 160 / 320 (11 / 17 / 22 / 23 / last):
+ * - smoke: last layer, ε ∈ {1, 2}, both SAEs, K = 20 (4 cases), 30 steps × 64: a few seconds of
+ *   training once the data is prepared.
  * - default: the main grid without ε = 64 — all five layers × ε ∈ {1, 2, 4, 8, 16} × both SAEs,
- *   K = 20 — plus the K ablation: 53 cases, 300 steps × 512, 3 seeds. One seed took ≈ 7 min with
- *   OpenBLAS on a quiet machine and ≈ 14 min with cpu-mt on a loaded one (load average 3–7).
+ *   K = 20 — plus the K ablation: 53 cases, 300 steps × 512, 3 seeds: about 8 minutes of cases on
+ *   a quiet machine, under 10 minutes in all from a fresh clone.
  * - paper: the full grid (63 cases) with the paper's setup: ≈ 1.3e18 flop on CLIP-sized inputs,
  *   roughly a day on one A100-class GPU, far beyond a CPU.
  */
