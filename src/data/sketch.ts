@@ -56,15 +56,12 @@ export function compareSketches(
   if (!ok(a) || !ok(b) || a.length !== b.length || a[0] !== b[0] || a[1] !== b[1]) {
     return { same: false, deviation: Infinity };
   }
+  const rel = (x: number, y: number, scale: number) =>
+    x === y ? 0 : scale > 0 ? Math.abs(x - y) / scale : Infinity;
   let dev = 0;
   for (let i = 2; i < a.length; i += 3) {
     // Scales: Σ|x| bounds how much Σx and Σ|x| can move; Σx² its own. A row of zeros has none.
     const abs = Math.max(a[i + 1], b[i + 1]), sq = Math.max(a[i + 2], b[i + 2]);
-    const rel = (
-      x: number,
-      y: number,
-      scale: number,
-    ) => (x === y ? 0 : scale > 0 ? Math.abs(x - y) / scale : Infinity);
     dev = Math.max(dev, rel(a[i], b[i], abs), rel(a[i + 1], b[i + 1], abs), rel(a[i + 2], b[i + 2], sq));
   }
   return { same: dev <= tolerance, deviation: dev };
