@@ -59,6 +59,19 @@ export function formatDuration(seconds: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
 }
 
+/** One case in flight. */
+interface ActiveCase {
+  index: number;
+  label: string;
+  phase: string;
+  totalSteps: number;
+  stepsDone: number;
+  firstPhase: boolean;
+  caseStart: number;
+  phaseStart: number;
+  lastLine: number;
+}
+
 export class Progress {
   readonly tty: boolean;
   private readonly write: (s: string) => void;
@@ -68,18 +81,15 @@ export class Progress {
   private readonly barWidth: number;
 
   private totalCases = 0;
+  private lanes = 1;
   private weights: number[] = [];
-  private caseIndex = 0; // 1-based, 0 = none
-  private caseLabel = "";
-  private phase = "step";
-  private totalSteps = 0;
-  private stepsDone = 0;
+  private readonly active = new Map<number, ActiveCase>();
+  /** The case begun last: what calls without an index address. */
+  private current = 0;
+  private finished = 0;
   private runStart = 0;
-  private caseStart = 0;
-  private phaseStart = 0;
   private doneWeight = 0;
   private doneSeconds = 0;
-  private firstPhase = true;
   private lastDraw = -Infinity;
   private lineShown = false;
 
@@ -94,17 +104,21 @@ export class Progress {
 
   /**
    * Start a run of `totalCases` cases; optional relative cost weights (one per case, e.g.
-   * estimated seconds) make the overall ETA right from the first case on.
+   * estimated seconds) make the overall ETA right from the first case on; `lanes` cases run at
+   * a time (default 1).
    */
-  start(totalCases: number, weights?: number[]): void {
+  start(totalCases: number, weights?: number[], lanes = 1): void {
     this.totalCases = totalCases;
+    this.lanes = Math.max(1, Math.floor(lanes));
     this.weights = weights && weights.length === totalCases && weights.every((w) => Number.isFinite(w))
       ? weights.map((w) => Math.max(w, 0))
       : [];
     this.runStart = this.now();
     this.doneWeight = 0;
     this.doneSeconds = 0;
-    this.caseIndex = 0;
+    this.finished = 0;
+    this.active.clear();
+    this.current = 0;
   }
 
   private weight(i: number): number {
@@ -115,87 +129,106 @@ export class Progress {
     return this.weights.length ? this.weights.reduce((a, b) => a + b, 0) : this.totalCases;
   }
 
+  private get(index: number): ActiveCase | undefined {
+    return this.active.get(index);
+  }
+
   /** Begin case `index` (1-based) with `totalSteps` steps of the first phase. */
   beginCase(index: number, label: string, totalSteps: number, phase = "step"): void {
-    this.caseIndex = index;
-    this.caseLabel = label;
-    this.phase = phase;
-    this.totalSteps = Math.max(0, totalSteps);
-    this.stepsDone = 0;
-    this.firstPhase = true;
-    this.caseStart = this.now();
-    this.phaseStart = this.now();
-    this.lastDraw = this.now();
-    if (!this.tty) this.write(`${this.prefix()} ${label}: ${phase} 0/${this.totalSteps}\n`);
+    const t = this.now();
+    const a: ActiveCase = {
+      index,
+      label,
+      phase,
+      totalSteps: Math.max(0, totalSteps),
+      stepsDone: 0,
+      firstPhase: true,
+      caseStart: t,
+      phaseStart: t,
+      lastLine: t,
+    };
+    this.active.set(index, a);
+    this.current = index;
+    if (!this.tty) this.write(`${this.prefix(index)} ${label}: ${phase} 0/${a.totalSteps}\n`);
     else this.draw(true);
   }
 
-  /** Switch the current case to another phase (e.g. "eval") with its own step count. */
-  setPhase(phase: string, totalSteps: number): void {
-    this.phase = phase;
-    this.firstPhase = false;
-    this.totalSteps = Math.max(0, totalSteps);
-    this.stepsDone = 0;
-    this.phaseStart = this.now();
-    this.lastDraw = this.now();
-    if (!this.tty) this.write(`${this.prefix()} ${this.caseLabel}: ${phase} 0/${this.totalSteps}\n`);
+  /** Switch a case (default: the one begun last) to another phase (e.g. "eval") with its own step count. */
+  setPhase(phase: string, totalSteps: number, index = this.current): void {
+    const a = this.get(index);
+    if (!a) return;
+    a.phase = phase;
+    a.firstPhase = false;
+    a.totalSteps = Math.max(0, totalSteps);
+    a.stepsDone = 0;
+    a.phaseStart = a.lastLine = this.now();
+    if (!this.tty) this.write(`${this.prefix(index)} ${a.label}: ${phase} 0/${a.totalSteps}\n`);
     else this.draw(true);
   }
 
-  /** Report that `done` steps of the current phase are complete. */
-  step(done: number): void {
-    this.stepsDone = Math.min(Math.max(0, done), this.totalSteps);
+  /** Report that `done` steps of a case's current phase (default: the case begun last) are complete. */
+  step(done: number, index = this.current): void {
+    const a = this.get(index);
+    if (!a) return;
+    a.stepsDone = Math.min(Math.max(0, done), a.totalSteps);
     const t = this.now();
     if (this.tty) {
-      this.draw(this.stepsDone === this.totalSteps);
-    } else if (t - this.lastDraw >= this.plainInterval) {
-      this.lastDraw = t;
-      this.write(this.statusLine() + "\n");
+      this.draw(a.stepsDone === a.totalSteps);
+    } else if (t - a.lastLine >= this.plainInterval) {
+      a.lastLine = t;
+      this.write(this.caseStatus(a) + this.etaSuffix() + "\n");
     }
   }
 
-  /** Finish the current case, with an optional one-line summary. */
-  endCase(summary = ""): void {
-    const secs = (this.now() - this.caseStart) / 1000;
-    if (this.caseIndex > 0) {
-      this.doneWeight += this.weight(this.caseIndex);
+  /** Finish a case (default: the one begun last), with an optional one-line summary. */
+  endCase(summary = "", index = this.current): void {
+    const a = this.get(index);
+    const secs = a ? (this.now() - a.caseStart) / 1000 : 0;
+    if (a) {
+      this.active.delete(index);
+      this.doneWeight += this.weight(index);
       this.doneSeconds += secs;
+      this.finished++;
     }
-    const index = this.caseIndex;
-    this.caseIndex = 0;
-    const eta = index < this.totalCases ? this.runEta() : NaN;
-    const text = `${this.prefix(index)} ${this.caseLabel} done in ${formatDuration(secs)}${
+    if (this.current === index) this.current = [...this.active.keys()].pop() ?? 0;
+    const eta = this.active.size > 0 || index < this.totalCases ? this.runEta() : NaN;
+    const text = `${this.prefix(index)} ${a?.label ?? ""} done in ${formatDuration(secs)}${
       summary ? `: ${summary}` : ""
     }${Number.isFinite(eta) ? ` | total ETA ${formatDuration(eta)}` : ""}`;
     this.clearLine();
     this.write(text + "\n");
+    if (this.tty && this.active.size > 0) this.draw(true);
   }
 
-  /** Fraction of the current case done: training is most of a case, evaluation the rest. */
-  private caseFrac(): number {
-    const S = this.totalSteps, f = S > 0 ? this.stepsDone / S : 0;
-    return this.firstPhase ? 0.9 * f : 0.9 + 0.1 * f;
+  /** Fraction of a case done: training is most of a case, evaluation the rest. */
+  private caseFrac(a: ActiveCase): number {
+    const S = a.totalSteps, f = S > 0 ? a.stepsDone / S : 0;
+    return a.firstPhase ? 0.9 * f : 0.9 + 0.1 * f;
   }
 
   /**
    * Seconds left in the run: the weight still to do times the seconds per unit of weight seen
-   * inside cases so far (NaN before any progress).
+   * inside cases so far, over the lanes that can still be busy (NaN before any progress).
    */
   runEta(): number {
     const tw = this.totalWeight();
-    const cur = this.caseIndex > 0 ? this.weight(this.caseIndex) : 0;
-    const frac = this.caseIndex > 0 ? this.caseFrac() : 0;
-    const doneW = this.doneWeight + cur * frac;
-    const doneS = this.doneSeconds + (this.caseIndex > 0 ? (this.now() - this.caseStart) / 1000 : 0);
+    const t = this.now();
+    let doneW = this.doneWeight, doneS = this.doneSeconds;
+    for (const a of this.active.values()) {
+      doneW += this.weight(a.index) * this.caseFrac(a);
+      doneS += (t - a.caseStart) / 1000;
+    }
     if (!(doneW > 0) || !(tw > 0)) return NaN;
-    return Math.max(0, tw - doneW) * (doneS / doneW);
+    const left = this.totalCases - this.finished;
+    const busy = Math.max(1, Math.min(this.lanes, left));
+    return (Math.max(0, tw - doneW) * (doneS / doneW)) / busy;
   }
 
   /** Print a message line without breaking the progress line. */
   log(message: string): void {
     this.clearLine();
     this.write(message + "\n");
-    if (this.tty && this.caseIndex > 0) this.draw(true);
+    if (this.tty && this.active.size > 0) this.draw(true);
   }
 
   /** End the run: clear the progress line and print the total time. */
@@ -207,7 +240,7 @@ export class Progress {
     );
   }
 
-  private prefix(index = this.caseIndex): string {
+  private prefix(index: number): string {
     return `case ${index}/${this.totalCases}`;
   }
 
@@ -218,25 +251,36 @@ export class Progress {
     }
   }
 
-  /** The status text (without newline or control codes). */
-  statusLine(): string {
-    const t = this.now();
-    const elapsed = (t - this.phaseStart) / 1000;
-    const S = this.totalSteps;
-    const s = this.stepsDone;
+  /** " | total ETA …" when the run has more than one case and an ETA. */
+  private etaSuffix(): string {
+    if (this.totalCases <= 1) return "";
+    const eta = this.runEta();
+    return Number.isFinite(eta) ? ` | total ETA ${formatDuration(eta)}` : "";
+  }
+
+  /** One case's status: label, bar (TTY, one case in flight), phase steps, rate and ETA. */
+  private caseStatus(a: ActiveCase, compact = false): string {
+    const elapsed = (this.now() - a.phaseStart) / 1000;
+    const S = a.totalSteps, s = a.stepsDone;
     const frac = S > 0 ? s / S : 0;
+    const pct = `${Math.floor(frac * 100)}%`;
+    if (compact) return `${this.prefix(a.index)} ${a.label} ${a.phase} ${s}/${S} ${pct}`;
     const rate = elapsed > 0 ? s / elapsed : 0;
     const eta = rate > 0 ? (S - s) / rate : NaN;
     const filled = Math.round(frac * this.barWidth);
     const bar = this.tty ? ` [${"#".repeat(filled)}${".".repeat(this.barWidth - filled)}]` : "";
-    const pct = `${Math.floor(frac * 100)}%`;
-    let text = `${this.prefix()} ${this.caseLabel}${bar} ${this.phase} ${s}/${S} ${pct}`;
-    text += ` ${rate >= 10 ? rate.toFixed(0) : rate.toFixed(2)} ${this.phase}/s ETA ${formatDuration(eta)}`;
-    if (this.totalCases > 1) {
-      const eta = this.runEta();
-      if (Number.isFinite(eta)) text += ` | total ETA ${formatDuration(eta)}`;
-    }
-    return text;
+    return `${this.prefix(a.index)} ${a.label}${bar} ${a.phase} ${s}/${S} ${pct}` +
+      ` ${rate >= 10 ? rate.toFixed(0) : rate.toFixed(2)} ${a.phase}/s ETA ${formatDuration(eta)}`;
+  }
+
+  /** The status text (without newline or control codes): every case in flight, then the run ETA. */
+  statusLine(): string {
+    const all = [...this.active.values()].sort((x, y) => x.index - y.index);
+    if (all.length === 0) return "";
+    const text = all.length === 1
+      ? this.caseStatus(all[0])
+      : all.map((a) => this.caseStatus(a, true)).join(" · ");
+    return text + this.etaSuffix();
   }
 
   private draw(force: boolean): void {
