@@ -119,7 +119,7 @@ export function openBlasGemm(threads?: number): GemmProvider | null {
   const sym = b.lib.symbols;
   return {
     kind: "openblas",
-    description: `OpenBLAS (${b.core}, ${n} threads)`,
+    description: `OpenBLAS (${b.core}, ${n} thread${n === 1 ? "" : "s"})`,
     sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, alpha = 1) {
       if (M === 0 || N === 0) return;
       sym.cblas_sgemm(

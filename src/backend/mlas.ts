@@ -288,7 +288,7 @@ function packed(A: Float32Array, rows: number, cols: number, ld: number): Float3
 export function mlasProvider(m: MlasGemm): GemmProvider {
   return {
     kind: "mlas",
-    description: `MLAS (onnxruntime ${m.version}, ${m.threads} threads)`,
+    description: `MLAS (onnxruntime ${m.version}, ${m.threads} thread${m.threads === 1 ? "" : "s"})`,
     sgemm(transA, transB, M, N, K, A, lda, Bm, ldb, beta, C, ldc, alpha = 1) {
       if (M === 0 || N === 0) return;
       const a = transA ? packed(A, K, M, lda) : packed(A, M, K, lda);

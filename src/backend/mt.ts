@@ -176,7 +176,9 @@ export class CpuMtBackend extends BlasBackend {
     super(provider);
     this.heap = heap;
     const kern = heap ? "WebAssembly SIMD kernels" : "TypeScript kernels";
-    this.description = `CPU, ${pool.threads} threads, ${kern}, GEMM: ${provider.description}`;
+    this.description = `CPU, ${pool.threads} thread${
+      pool.threads === 1 ? "" : "s"
+    }, ${kern}, GEMM: ${provider.description}`;
     // Count every op, so that `gather` can tell whether it directly follows `kthLargest`.
     const self = this as unknown as Record<string, (...a: unknown[]) => unknown>;
     for (const name of BACKEND_OPS) {
@@ -1250,7 +1252,7 @@ class WasmGemm implements GemmProvider {
   private readonly slots: Scratch[] = [];
 
   constructor(private readonly heap: WasmHeap, private readonly pool: ThreadPool, threads: number) {
-    this.description = `WebAssembly SIMD (${threads} threads)`;
+    this.description = `WebAssembly SIMD (${threads} thread${threads === 1 ? "" : "s"})`;
   }
 
   private take(i: number, n: number): Float32Array {
