@@ -37,7 +37,8 @@ export async function cli(a: string[], cwd?: string): Promise<Result> {
     stdout: "piped",
     stderr: "piped",
     cwd,
-    env: { NO_COLOR: "1" },
+    // As if started from `cwd` (a parent `deno task` would otherwise pass its own INIT_CWD on).
+    env: { NO_COLOR: "1", INIT_CWD: cwd ?? Deno.cwd() },
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
