@@ -47,6 +47,8 @@ import {
 } from "../src/run/data.ts";
 import { loadSaeModules } from "../src/run/modules.ts";
 import { checkRunnable, runPipeline } from "../src/run/pipeline.ts";
+import { autoLanes, isLaneBackend, LANE_BACKENDS, type LaneBackend, parseLanes } from "../src/run/lanes.ts";
+import { defaultThreads } from "../src/backend/pool.ts";
 import { type RunProvenance, softwareInfo } from "../src/run/provenance.ts";
 import { openRunDir } from "../src/run/rundir.ts";
 import {
@@ -78,6 +80,9 @@ Report
   --summary FILE      also write a short Markdown summary (regression check, claims) to FILE,
                       e.g. for a CI step summary
 Scale out
+  --lanes N|auto      train N (case, seed) units at a time on a CPU backend, each lane with its
+                      share of the threads (default auto: one lane per thread when every unit is
+                      small, batch × width ≤ 2^22; else 1)
   --shard I/N         run only shard I of N (1 ≤ I ≤ N) of the (case, seed) units, split by
                       estimated cost; each shard its own --out, then deno task merge
 Actions
@@ -92,6 +97,7 @@ export const TASK_OPTIONS = {
   "compare-with": { type: "string" },
   summary: { type: "string" },
   shard: { type: "string" },
+  lanes: { type: "string" },
   list: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
 } as const;
@@ -135,6 +141,7 @@ export async function main(argv: string[]): Promise<number> {
     compare = { variant, references };
   }
   const shardSpec = v.shard === undefined ? null : parseShardSpec(v.shard);
+  const lanesWanted = v.lanes === undefined ? null : parseLanes(v.lanes);
   if (shardSpec && config.baseline) {
     throw new MonobenchError(
       "--baseline compares a whole run, and a shard holds only part of it",
@@ -236,7 +243,35 @@ export async function main(argv: string[]): Promise<number> {
     }
     checkRunnable(cases, config, data);
 
-    const backend = await selectBackend(config.backend);
+    let backend = await selectBackend(config.backend);
+    const units = shard ? unitsOfShard(shard.plan, shard.index) : undefined;
+    const runCases = units ? cases.filter((c) => units.some((u) => u.id === c.id)) : cases;
+    const unitCount = units ? units.length : runCases.length * config.seeds.length;
+    const threads = defaultThreads();
+    const maxWidth = Math.max(
+      ...runCases.map((c) => c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 0)),
+    );
+    let lanes = lanesWanted ?? autoLanes(backend.name, threads, unitCount, config.train.batchSize, maxWidth);
+    const laneName = isLaneBackend(backend.name) ? backend.name : null;
+    if (lanes > 1 && !laneName) {
+      if (lanesWanted !== null) {
+        throw new MonobenchError(
+          `--lanes ${lanesWanted}: the ${backend.name} backend trains one unit at a time`,
+          `lanes apply to ${LANE_BACKENDS.join(" and ")}; drop --lanes or choose one of them`,
+        );
+      }
+      lanes = 1;
+    }
+    lanes = Math.max(1, Math.min(lanes, unitCount));
+    const laneBackend: LaneBackend = {
+      name: laneName ?? "cpu",
+      threads: Math.max(1, Math.floor(threads / lanes)),
+    };
+    if (lanes > 1) {
+      // Provenance and resume checks see the lanes' backend, which each lane builds for itself.
+      backend.destroy();
+      backend = await selectBackend(laneBackend.name, { threads: laneBackend.threads });
+    }
     let out;
     let provenance: RunProvenance;
     try {
@@ -255,8 +290,6 @@ export async function main(argv: string[]): Promise<number> {
         dataSketch: sketches,
       };
       if (shard) provenance.shard = shardInfo(shard);
-      const units = shard ? unitsOfShard(shard.plan, shard.index) : undefined;
-      const runCases = units ? cases.filter((c) => units.some((u) => u.id === c.id)) : cases;
       const seeds = config.seeds.length > 1
         ? ` × ${config.seeds.length} seeds (${config.seeds.join(",")})`
         : "";
@@ -266,7 +299,9 @@ export async function main(argv: string[]): Promise<number> {
       progress.log(
         `run: ${part}${cases.length} case(s)${seeds} [${describeCases(cases)}], ` +
           `${config.train.steps} steps × ${config.train.batchSize}, backend ${backend.name} ` +
-          `(${backend.description}), data: ${data.description}, out: ${run.dir}`,
+          `(${
+            lanes > 1 ? `${lanes} lanes, each ` : ""
+          }${backend.description}), data: ${data.description}, out: ${run.dir}`,
       );
       // The comparison needs every case: partial reports (after each case) leave it out.
       const makeReport = (
@@ -297,9 +332,10 @@ export async function main(argv: string[]): Promise<number> {
       const todo = units
         ? units.map((u) => runCases.find((c) => c.id === u.id)!)
         : config.seeds.flatMap(() => cases);
-      progress.start(todo.length, todo.map(weight));
+      progress.start(todo.length, todo.map(weight), lanes);
       out = await runPipeline(runCases, {
         units,
+        lanes: { count: lanes, backend: laneBackend },
         backend,
         data,
         outDir: run.dir,

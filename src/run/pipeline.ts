@@ -25,6 +25,7 @@ import type { BenchCase } from "../grid/cases.ts";
 import { fracAbove, msScores, summarizeMs } from "../metrics/ms.ts";
 import { reconMetrics } from "../metrics/recon.ts";
 import type { Progress } from "../report/progress.ts";
+import { type LaneBackend, runInLanes } from "./lanes.ts";
 import { atomicWrite } from "../report/atomic.ts";
 import { checkpointLocation, trainSae } from "../train/mod.ts";
 import { encodeDataset } from "../train/encode.ts";
@@ -44,7 +45,11 @@ import {
 } from "./provenance.ts";
 import { checkSchema, LAYER_SCHEMA, PROVENANCE_SCHEMA, RESULT_SCHEMA } from "./schemas.ts";
 
+/** The part of {@link Progress} a unit reports to (a lane forwards it to the run's). */
+export type CaseProgress = Pick<Progress, "log" | "beginCase" | "setPhase" | "step" | "endCase">;
+
 export interface PipelineOptions {
+  /** The backend units train on; with lanes, one like each lane's (its provenance is theirs). */
   backend: Backend;
   data: RunData;
   outDir: string;
@@ -52,7 +57,12 @@ export interface PipelineOptions {
   config: Readonly<MonobenchConfig>;
   configHash: string;
   software: SoftwareInfo;
-  progress?: Progress;
+  progress?: CaseProgress;
+  /**
+   * Train this many units at a time, each lane on its own `backend` (src/run/lanes.ts); default
+   * one, on `backend` itself.
+   */
+  lanes?: { count: number; backend: LaneBackend };
   /** Run only these (case id, seed) units, e.g. one shard's (src/run/shard.ts); default: every case × seed. */
   units?: readonly { id: string; seed: number }[];
   /** Called after each finished case and seed with the results so far (e.g. to refresh the report). */
@@ -278,7 +288,7 @@ export async function measureSaeOnLayer(
   layer: EvalLayer,
   data: Pick<EvalData, "similarity">,
   layerResult: LayerResult,
-  progress?: Progress,
+  progress?: CaseProgress,
 ): Promise<SaeMeasurement> {
   progress?.setPhase("eval", 2 + data.similarity.length);
   const codes = await encodeDataset(backend, params, layer.eval);
@@ -429,7 +439,7 @@ export function checkRunnable(
 
 /**
  * Run every case for every seed (layers first; seed by seed, so that an interrupted run has a
- * complete grid for its first seeds). Returns the layer results and one result per case and seed.
+ * complete grid for its first seeds; with lanes, units start in that order). Returns the layer results and one result per case and seed.
  */
 export async function runPipeline(
   cases: readonly BenchCase[],
@@ -442,12 +452,26 @@ export async function runPipeline(
   for (const l of [...new Set(units.map((u) => u.c.layer))]) {
     layers.push(await measureLayer(opts.data.layers.find((x) => x.layer === l)!, opts));
   }
-  const results: CaseResult[] = [];
   const total = units.length;
+  const layerOf = (c: BenchCase) => layers.find((l) => l.layer === c.layer)!;
+  if (opts.lanes && opts.lanes.count > 1) {
+    // Results in run order, whatever order the lanes finish them in.
+    const slots: (CaseResult | undefined)[] = new Array(total);
+    await runInLanes(
+      units.map((u, i) => ({ ...u, index: i + 1, layer: layerOf(u.c) })),
+      total,
+      { ...opts, lanes: opts.lanes.count, backend: opts.lanes.backend },
+      async (index, result) => {
+        slots[index - 1] = result;
+        await opts.onCase?.(slots.filter((r): r is CaseResult => r !== undefined), layers);
+      },
+    );
+    return { layers, cases: slots as CaseResult[] };
+  }
+  const results: CaseResult[] = [];
   let i = 0;
   for (const { c, seed } of units) {
-    const lr = layers.find((l) => l.layer === c.layer)!;
-    results.push(await runCase(c, seed, ++i, total, lr, opts));
+    results.push(await runCase(c, seed, ++i, total, layerOf(c), opts));
     await opts.onCase?.(results, layers);
   }
   return { layers, cases: results };
