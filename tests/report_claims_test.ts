@@ -161,6 +161,11 @@ Deno.test("claims: synthetic three-seed pass, fail and unresolved for (a), (c), 
     RAW,
   ));
   equal(mono["ms-peaks-at-eps4"].status, "fail", mono["ms-peaks-at-eps4"].evidence);
+  // A grid ending at ε = 16 is set beside the paper's fall over the same range too.
+  ok(
+    mono["ms-peaks-at-eps4"].evidence.includes("paper over the same ε, ×4→×16: +0.012"),
+    mono["ms-peaks-at-eps4"].evidence,
+  );
   equal(mono["best-ms-grows-with-eps"].status, "unresolved");
   equal(mono["best-ms-grows-with-eps"].pointStatus, "fail");
 
