@@ -255,6 +255,7 @@ export async function main(argv: string[]): Promise<number> {
     const laneName = isLaneBackend(backend.name) ? backend.name : null;
     if (lanes > 1 && !laneName) {
       if (lanesWanted !== null) {
+        backend.destroy();
         throw new MonobenchError(
           `--lanes ${lanesWanted}: the ${backend.name} backend trains one unit at a time`,
           `lanes apply to ${LANE_BACKENDS.join(" and ")}; drop --lanes or choose one of them`,

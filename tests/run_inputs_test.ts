@@ -50,6 +50,13 @@ Deno.test("cli: options the data cannot satisfy and broken inputs are named, exi
     await t.step("--steps -1", async () => {
       assertBadInput(await cli(["--steps", "-1"]), /--steps must be an integer ≥ 1, got "-1"/, "--steps -1");
     });
+    await t.step("--lanes 0", async () => {
+      assertBadInput(
+        await cli(args(manifest, out("l"), ["--lanes", "0"])),
+        /--lanes must be "auto" or an integer/,
+        "--lanes",
+      );
+    });
     await t.step("a user SAE module missing a hook", async () => {
       const mod = join(tmp, "broken.ts");
       await Deno.writeTextFile(

@@ -439,7 +439,8 @@ export function checkRunnable(
 
 /**
  * Run every case for every seed (layers first; seed by seed, so that an interrupted run has a
- * complete grid for its first seeds; with lanes, units start in that order). Returns the layer results and one result per case and seed.
+ * complete grid for its first seeds; with lanes, units start in that order). Returns the layer
+ * results and one result per case and seed, in run order.
  */
 export async function runPipeline(
   cases: readonly BenchCase[],
