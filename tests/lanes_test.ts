@@ -39,6 +39,7 @@ function recorder(): CaseProgress & { begun: number[]; ended: number[]; lines: s
     setPhase: () => {},
     step: () => {},
     endCase: (_s?: string, i?: number) => void r.ended.push(i ?? -1),
+    skipCase: () => {},
   };
   return r;
 }

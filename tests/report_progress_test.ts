@@ -119,4 +119,19 @@ Deno.test("progress: the run ETA rescales cost weights by the time spent inside 
   q.step(10);
   q.endCase();
   equal(Math.round(q.runEta()), 3);
+
+  // Reused cases are no work left; two lanes halve the time left while both can be busy.
+  const r = new Progress({ write: () => {}, tty: false, now: clock.now });
+  r.start(6, undefined, 2);
+  r.skipCase(1);
+  r.skipCase(2);
+  r.beginCase(3, "c", 10);
+  r.beginCase(4, "d", 10);
+  clock.advance(1000);
+  r.step(10, 3);
+  r.endCase("", 3);
+  r.step(10, 4);
+  r.endCase("", 4);
+  // 2 cases done in 2 s of case time → 1 s each; 2 left over 2 lanes → 1 s.
+  equal(Math.round(r.runEta()), 1);
 });

@@ -52,6 +52,7 @@ function quietProgress(lines: string[], onStep?: (step: number) => void): Progre
     setPhase: () => {},
     step: (s: number) => onStep?.(s),
     endCase: () => {},
+    skipCase: () => {},
     start: () => {},
     finish: () => {},
   } as unknown as Progress;

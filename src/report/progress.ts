@@ -87,6 +87,9 @@ export class Progress {
   /** The case begun last: what calls without an index address. */
   private current = 0;
   private finished = 0;
+  /** Cases reused from an earlier run: their weight is not work left. */
+  private skipped = 0;
+  private skippedWeight = 0;
   private runStart = 0;
   private doneWeight = 0;
   private doneSeconds = 0;
@@ -117,6 +120,8 @@ export class Progress {
     this.doneWeight = 0;
     this.doneSeconds = 0;
     this.finished = 0;
+    this.skipped = 0;
+    this.skippedWeight = 0;
     this.active.clear();
     this.current = 0;
   }
@@ -200,6 +205,13 @@ export class Progress {
     if (this.tty && this.active.size > 0) this.draw(true);
   }
 
+  /** Case `index` needs no work (its result is reused): the ETA leaves it out. */
+  skipCase(index: number): void {
+    if (this.active.has(index)) return;
+    this.skipped++;
+    this.skippedWeight += this.weight(index);
+  }
+
   /** Fraction of a case done: training is most of a case, evaluation the rest. */
   private caseFrac(a: ActiveCase): number {
     const S = a.totalSteps, f = S > 0 ? a.stepsDone / S : 0;
@@ -211,7 +223,7 @@ export class Progress {
    * inside cases so far, over the lanes that can still be busy (NaN before any progress).
    */
   runEta(): number {
-    const tw = this.totalWeight();
+    const tw = this.totalWeight() - this.skippedWeight;
     const t = this.now();
     let doneW = this.doneWeight, doneS = this.doneSeconds;
     for (const a of this.active.values()) {
@@ -219,7 +231,7 @@ export class Progress {
       doneS += (t - a.caseStart) / 1000;
     }
     if (!(doneW > 0) || !(tw > 0)) return NaN;
-    const left = this.totalCases - this.finished;
+    const left = this.totalCases - this.finished - this.skipped;
     const busy = Math.max(1, Math.min(this.lanes, left));
     return (Math.max(0, tw - doneW) * (doneS / doneW)) / busy;
   }

@@ -62,6 +62,7 @@ function forwarder(index: number): CaseProgress {
       send({ m: "step", a: [done] });
     },
     endCase: (summary = "") => send({ m: "endCase", a: [summary] }),
+    skipCase: (i) => send({ m: "skipCase", a: [i] }),
   };
 }
 

@@ -1,9 +1,9 @@
 /**
  * Lanes: (case, seed) units trained side by side, one Web Worker per lane, each with its own
  * backend of `threads` threads. The default preset's units are small (B·ω of a few million):
- * there a fork-join per op costs more than it saves, and two one-thread lanes train about 30 %
- * more units per second than one two-thread backend on two cores (bench/README.md). Large units
- * keep one lane with every thread (see {@link autoLanes}).
+ * there a fork-join per op costs more than it saves, and two one-thread lanes trained 1.1–1.8× as
+ * many units per second as one two-thread backend on two cores (`deno task bench:lanes`). Large
+ * units keep one lane with every thread (see {@link autoLanes}).
  *
  * - Each lane opens the run's activation stores itself (they are directories, see
  *   {@link dataSpec}) and runs {@link runCase}, which writes the unit's files atomically, exactly
@@ -67,8 +67,8 @@ export const LANE_MAX_BATCH_WIDTH = 2 ** 22;
 
 /**
  * Lanes for `auto`: one per thread on a CPU backend when every unit is small (batch × width ≤
- * {@link LANE_MAX_BATCH_WIDTH}, where one-thread lanes were measured 18–48 % faster per unit
- * than one multi-threaded backend), else one; never more than the units.
+ * {@link LANE_MAX_BATCH_WIDTH}; at the default preset's sizes one-thread lanes trained 1.1–1.8× as
+ * many units per second as one multi-threaded backend), else one; never more than the units.
  */
 export function autoLanes(
   backend: string,
@@ -121,7 +121,8 @@ export type LaneEvent =
   | { m: "beginCase"; a: [number, string, number, string] }
   | { m: "setPhase"; a: [string, number] }
   | { m: "step"; a: [number] }
-  | { m: "endCase"; a: [string] };
+  | { m: "endCase"; a: [string] }
+  | { m: "skipCase"; a: [number] };
 
 export type LaneReply =
   | { type: "ready"; description: string }
@@ -201,6 +202,7 @@ export async function runInLanes(
         else if (ev2.m === "beginCase") p.beginCase(...ev2.a);
         else if (ev2.m === "setPhase") p.setPhase(ev2.a[0], ev2.a[1], r.index);
         else if (ev2.m === "step") p.step(ev2.a[0], r.index);
+        else if (ev2.m === "skipCase") p.skipCase(ev2.a[0]);
         else p.endCase(ev2.a[0], r.index);
         return;
       }
@@ -248,10 +250,12 @@ export async function runInLanes(
     if (!failure) await Promise.all(lanes.map(work));
   } finally {
     // Every lane is idle here: close their backends, then end the workers together.
-    await Promise.all(lanes.map((l) => {
+    await Promise.all(lanes.map(async (l) => {
       const p = replyOf(l);
       l.worker.postMessage({ type: "close" });
-      return Promise.race([p, new Promise((r) => setTimeout(r, 5000))]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([p, new Promise((r) => (timer = setTimeout(r, 5000)))]);
+      clearTimeout(timer);
     }));
     for (const l of lanes) l.worker.terminate();
   }

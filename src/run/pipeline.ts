@@ -46,7 +46,7 @@ import {
 import { checkSchema, LAYER_SCHEMA, PROVENANCE_SCHEMA, RESULT_SCHEMA } from "./schemas.ts";
 
 /** The part of {@link Progress} a unit reports to (a lane forwards it to the run's). */
-export type CaseProgress = Pick<Progress, "log" | "beginCase" | "setPhase" | "step" | "endCase">;
+export type CaseProgress = Pick<Progress, "log" | "beginCase" | "setPhase" | "step" | "endCase" | "skipCase">;
 
 export interface PipelineOptions {
   /** The backend units train on; with lanes, one like each lane's (its provenance is theirs). */
@@ -326,6 +326,7 @@ export async function runCase(
   const state = await inspectCase(c, seed, opts);
   if (state.state === "done") {
     progress?.log(`case ${index}/${total} ${label}: already measured, reusing ${join(dir, "result.json")}`);
+    progress?.skipCase(index);
     return state.result;
   }
   if (state.state === "mismatch") {
