@@ -180,8 +180,8 @@ export function learningRate(rule: LrRule, width: number): number {
  * - smoke: last layer, ε ∈ {1, 2}, both SAEs, K = 20 (4 cases), 30 steps × 64: a few seconds of
  *   training once the data is prepared.
  * - default: the main grid without ε = 64 — all five layers × ε ∈ {1, 2, 4, 8, 16} × both SAEs,
- *   K = 20 — plus the K ablation: 53 cases, 300 steps × 512, 3 seeds: about 8 minutes of cases on
- *   a quiet machine, under 10 minutes in all from a fresh clone.
+ *   K = 20 — plus the K ablation: 53 cases, 300 steps × 512, 3 seeds: about 5 minutes of cases in
+ *   two lanes on a quiet machine, about 6 in all from a fresh clone.
  * - paper: the full grid (63 cases) with the paper's setup: ≈ 1.3e18 flop on CLIP-sized inputs,
  *   roughly a day on one A100-class GPU, far beyond a CPU.
  */
