@@ -134,7 +134,6 @@ export type LaneReply =
 
 interface Lane {
   worker: Worker;
-  busy: boolean;
   /** Resolves the pending request (init, unit or close). */
   settle: ((r: LaneReply) => void) | null;
 }
@@ -191,7 +190,7 @@ export async function runInLanes(
   };
   for (let i = 0; i < count; i++) {
     const worker = new Worker(new URL("./lane_worker.ts", import.meta.url), { type: "module" });
-    const lane: Lane = { worker, busy: false, settle: null };
+    const lane: Lane = { worker, settle: null };
     worker.onmessage = (ev: MessageEvent<LaneReply>) => {
       const r = ev.data;
       if (r.type === "progress") {
@@ -230,12 +229,10 @@ export async function runInLanes(
     const work = async (lane: Lane) => {
       while (!failure && next < units.length) {
         const u = units[next++];
-        lane.busy = true;
         const p = replyOf(lane);
         const msg: LaneUnit = { type: "unit", c: u.c, seed: u.seed, index: u.index, total, layer: u.layer };
         lane.worker.postMessage(msg);
         const r = await p;
-        lane.busy = false;
         if (r.type === "done") {
           try {
             await onResult(r.index, r.result);
