@@ -5,7 +5,7 @@ import { selectBackend } from "../src/backend/select.ts";
 import type { Backend } from "../src/backend/types.ts";
 import { getSae } from "../src/sae/registry.ts";
 import { resolveSaeConfig } from "../src/sae/config.ts";
-import { SaeEngine } from "../src/train/engine.ts";
+import { initialWeights, SaeEngine } from "../src/train/engine.ts";
 import { Rng } from "../src/util/rng.ts";
 
 export interface UnitSpec {
@@ -25,13 +25,7 @@ export async function trainUnit(be: Backend, u: UnitSpec, seed: number): Promise
     deadAfterTokens: u.batch * 4,
   });
   const rng = new Rng(seed);
-  const Wdec = variant.initDecoder(cfg, rng);
-  const engine = new SaeEngine(be, variant, cfg, {
-    Wenc: Wdec.slice(),
-    benc: new Float32Array(u.width),
-    Wdec,
-    bdec: new Float32Array(u.d),
-  });
+  const engine = new SaeEngine(be, variant, cfg, initialWeights(variant, cfg, rng));
   const xs = [0, 1, 2, 3].map(() => {
     const x = rng.normals(u.batch * u.d);
     for (let i = 0; i < x.length; i++) x[i] = Math.max(0, x[i]) * 0.3 + 0.1;

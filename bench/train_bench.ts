@@ -16,7 +16,7 @@
 import "../src/sae/mod.ts";
 import { getSae } from "../src/sae/registry.ts";
 import { resolveSaeConfig } from "../src/sae/config.ts";
-import { SaeEngine } from "../src/train/engine.ts";
+import { initialWeights, SaeEngine } from "../src/train/engine.ts";
 import { selectBackend } from "../src/backend/select.ts";
 import { BlasBackend } from "../src/backend/blas.ts";
 import type { Backend } from "../src/backend/types.ts";
@@ -76,13 +76,7 @@ function makeBench(backend: Backend, s: Size): Bench {
     deadAfterTokens: s.auxk ? s.batch : 10_000_000,
   });
   const rng = new Rng(3);
-  const Wdec = variant.initDecoder(cfg, rng);
-  const engine = new SaeEngine(backend, variant, cfg, {
-    Wenc: Wdec.slice(),
-    benc: new Float32Array(s.width),
-    Wdec,
-    bdec: new Float32Array(s.d),
-  });
+  const engine = new SaeEngine(backend, variant, cfg, initialWeights(variant, cfg, rng));
   return { engine, xs: batches(rng, s.batch, s.d), step: 0 };
 }
 

@@ -14,7 +14,7 @@
 import "../../src/sae/mod.ts";
 import { getSae } from "../../src/sae/registry.ts";
 import { resolveSaeConfig } from "../../src/sae/config.ts";
-import { SaeEngine } from "../../src/train/engine.ts";
+import { initialWeights, SaeEngine } from "../../src/train/engine.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../../src/backend/webgpu/backend.ts";
 import { settleDawn } from "../../src/backend/webgpu/device.ts";
 import { Rng } from "../../src/util/rng.ts";
@@ -83,13 +83,7 @@ function makeBench(be: WebGpuBackend, s: Size): Bench {
     deadAfterTokens: s.auxk ? s.batch : 10_000_000,
   });
   const rng = new Rng(3);
-  const Wdec = variant.initDecoder(cfg, rng);
-  const engine = new SaeEngine(be, variant, cfg, {
-    Wenc: Wdec.slice(),
-    benc: new Float32Array(s.width),
-    Wdec,
-    bdec: new Float32Array(s.d),
-  });
+  const engine = new SaeEngine(be, variant, cfg, initialWeights(variant, cfg, rng));
   return { engine, xs: batches(rng, s.batch, s.d), step: 0 };
 }
 

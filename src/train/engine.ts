@@ -15,6 +15,8 @@
 import type { Backend, Codes, CodesT, Tensor } from "../backend/types.ts";
 import { type FusedSaeVariant, isModelVariant, type SaeConfig, type SaeVariant } from "../sae/types.ts";
 import { ModelEngine } from "./model_engine.ts";
+import { check } from "../util/errors.ts";
+import type { Rng } from "../util/rng.ts";
 
 /** Slots of the f32 stats tensor. */
 export const STAT_LOSS = 0, STAT_AUX = 1, STAT_DEAD = 2, STAT_GNORM = 3, STAT_PENALTY = 4;
@@ -28,6 +30,23 @@ export interface HostWeights {
   bdec: Float32Array;
   /** The other parameters of a tape-based architecture, by name. */
   extra?: Record<string, Float32Array>;
+}
+
+/**
+ * The reference trainer's initial weights: W_dec from the variant, W_enc its copy (tied init),
+ * zero biases.
+ */
+export function initialWeights(
+  variant: { initDecoder(cfg: SaeConfig, rng: Rng): Float32Array },
+  cfg: SaeConfig,
+  rng: Rng,
+): HostWeights {
+  const Wdec = variant.initDecoder(cfg, rng);
+  check(
+    Wdec.length === cfg.width * cfg.d,
+    `variant ${cfg.variant}: initDecoder returned ${Wdec.length} values`,
+  );
+  return { Wenc: Wdec.slice(), benc: new Float32Array(cfg.width), Wdec, bdec: new Float32Array(cfg.d) };
 }
 
 /** Adam moments, dead-latent counters and threshold (the rest of the resumable state). */

@@ -18,7 +18,15 @@ import type {
   StepStats,
   TrainEngine,
 } from "./engine.ts";
-import { N_STATS, STAT_AUX, STAT_DEAD, STAT_GNORM, STAT_LOSS, STAT_PENALTY } from "./engine.ts";
+import {
+  initialWeights,
+  N_STATS,
+  STAT_AUX,
+  STAT_DEAD,
+  STAT_GNORM,
+  STAT_LOSS,
+  STAT_PENALTY,
+} from "./engine.ts";
 
 const ROLES = ["Wenc", "benc", "Wdec", "bdec"] as const;
 
@@ -59,18 +67,7 @@ const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 /** Initial training-space weights of a model variant (see {@link ParamSpec.init}). */
 export function initModelWeights(variant: SaeModelVariant, cfg: SaeConfig, rng: Rng): HostWeights {
   const specs = modelParams(variant, cfg);
-  const Wdec = variant.initDecoder(cfg, rng);
-  check(
-    Wdec.length === cfg.width * cfg.d,
-    `variant ${variant.name}: initDecoder returned ${Wdec.length} values`,
-  );
-  const out: HostWeights = {
-    Wenc: Wdec.slice(),
-    benc: new Float32Array(cfg.width),
-    Wdec,
-    bdec: new Float32Array(cfg.d),
-    extra: {},
-  };
+  const out: HostWeights = { ...initialWeights(variant, cfg, rng), extra: {} };
   for (const s of specs) {
     let a: Float32Array | null = null;
     if (typeof s.init === "number") a = new Float32Array(size(s.shape)).fill(s.init);

@@ -17,7 +17,7 @@ import { isModelVariant, type SaeParams } from "../sae/types.ts";
 import { initModelWeights } from "./model_engine.ts";
 import { rawExtra } from "./model_io.ts";
 import { BatchOrder, computeNormFactor, DataSource, STREAM_INIT, subRng, type TrainData } from "./data.ts";
-import { type HostWeights, SaeEngine, type StepStats } from "./engine.ts";
+import { type HostWeights, initialWeights, SaeEngine, type StepStats } from "./engine.ts";
 import { geometricMedian } from "./geomedian.ts";
 import { lrFactor, resolveLr } from "./lr.ts";
 import { resolveRunConfig, type RunConfig, type TrainInput } from "./config.ts";
@@ -152,14 +152,7 @@ export async function trainSae(
     normFactor = tc.normalize ? computeNormFactor(src, tc.batchSize, tc.seed, tc.normBatches) : 1;
     let w: HostWeights;
     if (isModelVariant(variant)) w = initModelWeights(variant, cfg, subRng(tc.seed, STREAM_INIT));
-    else {
-      const Wdec = variant.initDecoder(cfg, subRng(tc.seed, STREAM_INIT));
-      check(
-        Wdec.length === cfg.width * cfg.d,
-        `variant ${cfg.variant}: initDecoder returned ${Wdec.length} values`,
-      );
-      w = { Wenc: Wdec.slice(), benc: new Float32Array(cfg.width), Wdec, bdec: new Float32Array(cfg.d) };
-    }
+    else w = initialWeights(variant, cfg, subRng(tc.seed, STREAM_INIT));
     engine = new SaeEngine(backend, variant, cfg, w);
   }
 
