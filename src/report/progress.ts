@@ -134,10 +134,6 @@ export class Progress {
     return this.weights.length ? this.weights.reduce((a, b) => a + b, 0) : this.totalCases;
   }
 
-  private get(index: number): ActiveCase | undefined {
-    return this.active.get(index);
-  }
-
   /** Begin case `index` (1-based) with `totalSteps` steps of the first phase. */
   beginCase(index: number, label: string, totalSteps: number, phase = "step"): void {
     const t = this.now();
@@ -160,7 +156,7 @@ export class Progress {
 
   /** Switch a case (default: the one begun last) to another phase (e.g. "eval") with its own step count. */
   setPhase(phase: string, totalSteps: number, index = this.current): void {
-    const a = this.get(index);
+    const a = this.active.get(index);
     if (!a) return;
     a.phase = phase;
     a.firstPhase = false;
@@ -173,7 +169,7 @@ export class Progress {
 
   /** Report that `done` steps of a case's current phase (default: the case begun last) are complete. */
   step(done: number, index = this.current): void {
-    const a = this.get(index);
+    const a = this.active.get(index);
     if (!a) return;
     a.stepsDone = Math.min(Math.max(0, done), a.totalSteps);
     const t = this.now();
@@ -187,7 +183,7 @@ export class Progress {
 
   /** Finish a case (default: the one begun last), with an optional one-line summary. */
   endCase(summary = "", index = this.current): void {
-    const a = this.get(index);
+    const a = this.active.get(index);
     const secs = a ? (this.now() - a.caseStart) / 1000 : 0;
     if (a) {
       this.active.delete(index);
