@@ -47,7 +47,7 @@ import {
 } from "../src/run/data.ts";
 import { loadSaeModules } from "../src/run/modules.ts";
 import { checkRunnable, runPipeline } from "../src/run/pipeline.ts";
-import { autoLanes, isLaneBackend, LANE_BACKENDS, type LaneBackend, parseLanes } from "../src/run/lanes.ts";
+import { parseLanes, resolveLanes } from "../src/run/lanes.ts";
 import { defaultThreads } from "../src/backend/pool.ts";
 import { type RunProvenance, softwareInfo } from "../src/run/provenance.ts";
 import { openRunDir } from "../src/run/rundir.ts";
@@ -251,23 +251,21 @@ export async function main(argv: string[]): Promise<number> {
     const maxWidth = Math.max(
       ...runCases.map((c) => c.expansion * (data.layers.find((l) => l.layer === c.layer)?.d ?? 0)),
     );
-    let lanes = lanesWanted ?? autoLanes(backend.name, threads, unitCount, config.train.batchSize, maxWidth);
-    const laneName = isLaneBackend(backend.name) ? backend.name : null;
-    if (lanes > 1 && !laneName) {
-      if (lanesWanted !== null) {
-        backend.destroy();
-        throw new MonobenchError(
-          `--lanes ${lanesWanted}: the ${backend.name} backend trains one unit at a time`,
-          `lanes apply to ${LANE_BACKENDS.join(" and ")}; drop --lanes or choose one of them`,
-        );
-      }
-      lanes = 1;
+    let lanePlan;
+    try {
+      lanePlan = resolveLanes(
+        lanesWanted,
+        backend.name,
+        threads,
+        unitCount,
+        config.train.batchSize,
+        maxWidth,
+      );
+    } catch (e) {
+      backend.destroy();
+      throw e;
     }
-    lanes = Math.max(1, Math.min(lanes, unitCount));
-    const laneBackend: LaneBackend = {
-      name: laneName ?? "cpu",
-      threads: Math.max(1, Math.floor(threads / lanes)),
-    };
+    const { count: lanes, backend: laneBackend } = lanePlan;
     if (lanes > 1) {
       // Provenance and resume checks see the lanes' backend, which each lane builds for itself.
       backend.destroy();

@@ -10,7 +10,7 @@ import { selectBackend } from "../src/backend/select.ts";
 import { selectCases } from "../src/grid/cases.ts";
 import { resolveConfig } from "../src/run/config.ts";
 import { manifestData } from "../src/run/data.ts";
-import { autoLanes, LANE_MAX_BATCH_WIDTH, parseLanes } from "../src/run/lanes.ts";
+import { autoLanes, LANE_MAX_BATCH_WIDTH, parseLanes, resolveLanes } from "../src/run/lanes.ts";
 import { type CaseProgress, type PipelineOptions, runPipeline } from "../src/run/pipeline.ts";
 import { softwareInfo } from "../src/run/provenance.ts";
 import { writeSyntheticManifest } from "../src/run/synthetic.ts";
@@ -164,6 +164,26 @@ Deno.test("lanes: auto uses one lane per thread only for small units on CPU back
   assert.equal(autoLanes("cpu-mt", 2, 10, 1, LANE_MAX_BATCH_WIDTH + 1), 1);
   assert.equal(autoLanes("cpu-mt", 1, 159, 512, 5120), 1);
   for (const gpu of ["webgpu", "dawn", "blas"]) assert.equal(autoLanes(gpu, 16, 159, 512, 5120), 1);
+  // Each lane gets its share of the threads; never more lanes than units.
+  assert.deepEqual(resolveLanes(null, "cpu-mt", 2, 159, 512, 5120), {
+    count: 2,
+    backend: { name: "cpu-mt", threads: 1 },
+  });
+  assert.deepEqual(resolveLanes(2, "cpu-mt", 8, 159, 4096, 49152), {
+    count: 2,
+    backend: { name: "cpu-mt", threads: 4 },
+  });
+  assert.deepEqual(resolveLanes(4, "cpu", 2, 3, 512, 5120), {
+    count: 3,
+    backend: { name: "cpu", threads: 1 },
+  });
+  assert.equal(resolveLanes(null, "webgpu", 16, 159, 512, 5120).count, 1);
+  assert.throws(
+    () => resolveLanes(2, "webgpu", 16, 159, 512, 5120),
+    (e: unknown) =>
+      e instanceof MonobenchError && /--lanes 2: the webgpu backend/.test(e.message) &&
+      /cpu-mt/.test(e.hint ?? ""),
+  );
   assert.equal(parseLanes("auto"), null);
   assert.equal(parseLanes(" 3 "), 3);
   for (const bad of ["0", "-1", "1.5", "", "x", "257"]) {

@@ -82,6 +82,39 @@ export function autoLanes(
   return Math.max(1, Math.min(threads, units));
 }
 
+/**
+ * The lanes of a run on `backend`: `wanted` (`--lanes`; null = {@link autoLanes}), at most one per
+ * unit, each with its share of `threads`. More than one lane on a backend that is not a CPU one is
+ * refused when asked for, and falls back to one under `auto`.
+ */
+export function resolveLanes(
+  wanted: number | null,
+  backend: string,
+  threads: number,
+  units: number,
+  batchSize: number,
+  maxWidth: number,
+): { count: number; backend: LaneBackend } {
+  let count = wanted ?? autoLanes(backend, threads, units, batchSize, maxWidth);
+  if (count > 1 && !isLaneBackend(backend)) {
+    if (wanted !== null) {
+      throw new MonobenchError(
+        `--lanes ${wanted}: the ${backend} backend trains one unit at a time`,
+        `lanes apply to ${LANE_BACKENDS.join(" and ")}; drop --lanes or choose one of them`,
+      );
+    }
+    count = 1;
+  }
+  count = Math.max(1, Math.min(count, units));
+  return {
+    count,
+    backend: {
+      name: isLaneBackend(backend) ? backend : "cpu",
+      threads: Math.max(1, Math.floor(threads / count)),
+    },
+  };
+}
+
 /** Parse `--lanes`: "auto" (null) or a positive integer. */
 export function parseLanes(v: string): number | null {
   const t = v.trim();
